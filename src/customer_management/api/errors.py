@@ -1,0 +1,173 @@
+"""The one place where failures become rich gRPC statuses (google.rpc.Status).
+
+Domain exceptions carry their code, reason and violations; request bytes that do not
+parse become INVALID_ARGUMENT instead of grpcio's UNKNOWN; anything unexpected is
+logged and answered INTERNAL without its details.
+"""
+
+from __future__ import annotations
+
+import logging
+from collections.abc import AsyncIterator, Awaitable, Callable
+from typing import Any
+
+import grpc
+from google.protobuf import any_pb2
+from google.rpc import code_pb2, error_details_pb2, status_pb2
+from grpc_status import rpc_status
+
+from customer_management.domain.errors import (
+    DomainError,
+    FailedPrecondition,
+    InvalidArgument,
+    Unavailable,
+)
+from customer_management.store.errors import StoreConflict, StoreUnavailable
+
+DOMAIN = "tmf629.customer-management"
+log = logging.getLogger(__name__)
+
+
+class Malformed:
+    """Stands in for a request whose bytes did not parse."""
+
+    def __init__(self, error: Exception) -> None:
+        self.error = error
+
+
+def status_of(error: DomainError) -> status_pb2.Status:
+    details = [
+        error_details_pb2.ErrorInfo(reason=error.reason, domain=DOMAIN, metadata=error.metadata)
+    ]
+    if isinstance(error, InvalidArgument):
+        details.append(
+            error_details_pb2.BadRequest(
+                field_violations=[
+                    error_details_pb2.BadRequest.FieldViolation(
+                        field=v.field, description=v.description
+                    )
+                    for v in error.violations
+                ]
+            )
+        )
+    if isinstance(error, FailedPrecondition) and error.violations:
+        details.append(
+            error_details_pb2.PreconditionFailure(
+                violations=[
+                    error_details_pb2.PreconditionFailure.Violation(
+                        type=v.type, subject=v.subject, description=v.description
+                    )
+                    for v in error.violations
+                ]
+            )
+        )
+    packed = []
+    for detail in details:
+        any_detail = any_pb2.Any()
+        any_detail.Pack(detail)
+        packed.append(any_detail)
+    return status_pb2.Status(
+        code=code_pb2.Code.Value(error.code), message=error.message, details=packed
+    )
+
+
+def as_domain_error(error: Exception) -> DomainError:
+    if isinstance(error, DomainError):
+        return error
+    if isinstance(error, StoreUnavailable):
+        return Unavailable(f"the database is unavailable: {error}")
+    if isinstance(error, StoreConflict):
+        return FailedPrecondition(
+            "a concurrent change conflicts with this request; read the resources again and retry",
+            reason="CONCURRENT_CHANGE",
+        )
+    if isinstance(error, Malformed):
+        return InvalidArgument(
+            f"the request message does not parse: {error.error}", reason="MALFORMED_REQUEST"
+        )
+    log.exception("unexpected error", exc_info=error)
+    return DomainError("internal error", code="INTERNAL", reason="INTERNAL")
+
+
+async def abort(context: grpc.aio.ServicerContext[Any, Any], error: Exception) -> None:
+    status = rpc_status.to_status(status_of(as_domain_error(error)))
+    await context.abort(status.code, status.details, status.trailing_metadata)
+
+
+def _safe(deserializer: Callable[[bytes], Any] | None) -> Callable[[bytes], Any] | None:
+    if deserializer is None:
+        return None
+
+    def deserialize(data: bytes) -> Any:
+        try:
+            return deserializer(data)
+        except Exception as error:
+            return Malformed(error)
+
+    return deserialize
+
+
+class ErrorInterceptor(grpc.aio.ServerInterceptor):
+    """Wraps every unary-request method of every service with the error mapping."""
+
+    def __init__(self) -> None:
+        self._handlers: dict[str, grpc.RpcMethodHandler] = {}
+
+    async def intercept_service(
+        self,
+        continuation: Callable[[grpc.HandlerCallDetails], Awaitable[grpc.RpcMethodHandler]],
+        details: grpc.HandlerCallDetails,
+    ) -> grpc.RpcMethodHandler:
+        method: str = details.method  # type: ignore[attr-defined]
+        cached = self._handlers.get(method)
+        if cached is not None:
+            return cached
+        handler = await continuation(details)
+        if handler is None:
+            return handler
+        wrapped = _wrap(handler)
+        self._handlers[method] = wrapped
+        return wrapped
+
+
+def _wrap(handler: Any) -> Any:
+    if handler.unary_unary is not None:
+        behavior = handler.unary_unary
+
+        async def unary_unary(request: Any, context: grpc.aio.ServicerContext[Any, Any]) -> Any:
+            try:
+                if isinstance(request, Malformed):
+                    raise request.error
+                return await behavior(request, context)
+            except grpc.aio.AbortError:
+                raise
+            except Exception as error:
+                await abort(context, _malformed(request, error))
+
+        return handler._replace(
+            unary_unary=unary_unary, request_deserializer=_safe(handler.request_deserializer)
+        )
+    if handler.unary_stream is not None:
+        stream = handler.unary_stream
+
+        async def unary_stream(
+            request: Any, context: grpc.aio.ServicerContext[Any, Any]
+        ) -> AsyncIterator[Any]:
+            try:
+                if isinstance(request, Malformed):
+                    raise request.error
+                async for response in stream(request, context):
+                    yield response
+            except grpc.aio.AbortError:
+                raise
+            except Exception as error:
+                await abort(context, _malformed(request, error))
+
+        return handler._replace(
+            unary_stream=unary_stream, request_deserializer=_safe(handler.request_deserializer)
+        )
+    return handler
+
+
+def _malformed(request: Any, error: Exception) -> Exception:
+    return request if isinstance(request, Malformed) else error

@@ -1,0 +1,117 @@
+"""CustomerManagementService: adapts requests to the domain and results to responses."""
+
+from __future__ import annotations
+
+from typing import Any
+
+from google.protobuf.empty_pb2 import Empty
+from tmf629.v1 import service_pb2 as pb
+from tmf629.v1 import service_pb2_grpc
+from tmf629.v1.customer_account_pb2 import CustomerAccount
+from tmf629.v1.customer_pb2 import Customer
+from tmf629.v1.payment_mean_pb2 import PaymentMean
+
+from customer_management.domain.service import ResourceService
+
+Context = Any
+
+
+class CustomerManagementServicer(service_pb2_grpc.CustomerManagementServiceServicer):
+    def __init__(
+        self,
+        customers: ResourceService[Customer],
+        customer_accounts: ResourceService[CustomerAccount],
+        payment_means: ResourceService[PaymentMean],
+    ) -> None:
+        self._customers = customers
+        self._accounts = customer_accounts
+        self._payment_means = payment_means
+
+    # Customer
+
+    async def CreateCustomer(self, request: pb.CreateCustomerRequest, context: Context) -> Customer:
+        return await self._customers.create(request.customer, request.request_id)
+
+    async def GetCustomer(self, request: pb.GetCustomerRequest, context: Context) -> Customer:
+        return await self._customers.get(request.id)
+
+    async def ListCustomers(
+        self, request: pb.ListCustomersRequest, context: Context
+    ) -> pb.ListCustomersResponse:
+        page = await self._customers.list(
+            request.page_size, request.page_token, request.filter, request.order_by
+        )
+        return pb.ListCustomersResponse(customers=page.items, next_page_token=page.next_page_token)
+
+    async def UpdateCustomer(self, request: pb.UpdateCustomerRequest, context: Context) -> Customer:
+        return await self._customers.update(request.customer, request.update_mask)
+
+    async def DeleteCustomer(self, request: pb.DeleteCustomerRequest, context: Context) -> Empty:
+        await self._customers.delete(request.id, request.etag)
+        return Empty()
+
+    # CustomerAccount
+
+    async def CreateCustomerAccount(
+        self, request: pb.CreateCustomerAccountRequest, context: Context
+    ) -> CustomerAccount:
+        return await self._accounts.create(request.customer_account, request.request_id)
+
+    async def GetCustomerAccount(
+        self, request: pb.GetCustomerAccountRequest, context: Context
+    ) -> CustomerAccount:
+        return await self._accounts.get(request.id)
+
+    async def ListCustomerAccounts(
+        self, request: pb.ListCustomerAccountsRequest, context: Context
+    ) -> pb.ListCustomerAccountsResponse:
+        page = await self._accounts.list(
+            request.page_size, request.page_token, request.filter, request.order_by
+        )
+        return pb.ListCustomerAccountsResponse(
+            customer_accounts=page.items, next_page_token=page.next_page_token
+        )
+
+    async def UpdateCustomerAccount(
+        self, request: pb.UpdateCustomerAccountRequest, context: Context
+    ) -> CustomerAccount:
+        return await self._accounts.update(request.customer_account, request.update_mask)
+
+    async def DeleteCustomerAccount(
+        self, request: pb.DeleteCustomerAccountRequest, context: Context
+    ) -> Empty:
+        await self._accounts.delete(request.id, request.etag)
+        return Empty()
+
+    # PaymentMean
+
+    async def CreatePaymentMean(
+        self, request: pb.CreatePaymentMeanRequest, context: Context
+    ) -> PaymentMean:
+        return await self._payment_means.create(request.payment_mean, request.request_id)
+
+    async def GetPaymentMean(
+        self, request: pb.GetPaymentMeanRequest, context: Context
+    ) -> PaymentMean:
+        return await self._payment_means.get(request.id)
+
+    async def ListPaymentMeans(
+        self, request: pb.ListPaymentMeansRequest, context: Context
+    ) -> pb.ListPaymentMeansResponse:
+        page = await self._payment_means.list(
+            request.page_size, request.page_token, request.filter, request.order_by
+        )
+        return pb.ListPaymentMeansResponse(
+            payment_means=page.items, next_page_token=page.next_page_token
+        )
+
+    async def UpdatePaymentMean(
+        self, request: pb.UpdatePaymentMeanRequest, context: Context
+    ) -> PaymentMean:
+        return await self._payment_means.update(request.payment_mean, request.update_mask)
+
+    async def DeletePaymentMean(
+        self, request: pb.DeletePaymentMeanRequest, context: Context
+    ) -> Empty:
+        await self._payment_means.delete(request.id, request.etag)
+        return Empty()

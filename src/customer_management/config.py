@@ -1,0 +1,65 @@
+"""Settings, from command-line flags with environment-variable equivalents."""
+
+from __future__ import annotations
+
+import argparse
+import os
+from dataclasses import dataclass
+
+DEFAULT_DATABASE_URL = "sqlite:///customer-management.db"
+
+
+@dataclass(frozen=True)
+class Config:
+    host: str = "127.0.0.1"
+    port: int = 50051
+    database_url: str = DEFAULT_DATABASE_URL
+    base_url: str = ""
+    pool_size: int = 10
+    grace_period: float = 10.0
+    pin_pepper: str = ""
+    log_level: str = "INFO"
+
+    @property
+    def href_base(self) -> str:
+        return self.base_url or f"http://localhost:{self.port}/tmf-api/customerManagement/v2"
+
+
+# flag, environment variable, type, help
+OPTIONS: list[tuple[str, str, type, str]] = [
+    ("host", "CM_HOST", str, "address to listen on"),
+    ("port", "CM_PORT", int, "gRPC port (0 picks a free one)"),
+    (
+        "database_url",
+        "CM_DATABASE_URL",
+        str,
+        "SQLAlchemy URL: sqlite:///FILE or postgresql+psycopg://…",
+    ),
+    (
+        "base_url",
+        "CM_BASE_URL",
+        str,
+        "base of every href (default http://localhost:PORT/tmf-api/customerManagement/v2)",
+    ),
+    ("pool_size", "CM_POOL_SIZE", int, "database connections (and worker threads)"),
+    ("grace_period", "CM_GRACE_PERIOD", float, "seconds in-flight calls get at shutdown"),
+    ("pin_pepper", "CM_PIN_PEPPER", str, "server-side secret mixed into every PIN hash"),
+    ("log_level", "CM_LOG_LEVEL", str, "DEBUG, INFO, WARNING or ERROR"),
+]
+
+
+def add_arguments(parser: argparse.ArgumentParser) -> None:
+    defaults = Config()
+    for name, env, kind, text in OPTIONS:
+        default = getattr(defaults, name)
+        parser.add_argument(
+            "--" + name.replace("_", "-"),
+            dest=name,
+            type=kind,
+            default=kind(os.environ[env]) if env in os.environ else default,
+            help=f"{text} [env {env}; default {default!r}]",
+        )
+
+
+def from_arguments(arguments: argparse.Namespace) -> Config:
+    return Config(**{name: getattr(arguments, name) for name, *_ in OPTIONS})

@@ -1,0 +1,76 @@
+"""Rules of the PaymentMean resource."""
+
+from __future__ import annotations
+
+from datetime import datetime
+from typing import Any
+
+from tmf629.v1.payment_mean_pb2 import PaymentMean
+
+from customer_management.domain.kinds import (
+    CODE_MAX,
+    NAME_MAX,
+    Column,
+    Kind,
+    RefSlot,
+    check_related_party,
+    columns_index,
+)
+from customer_management.domain.payment_details import check_bank_account, check_credit_card
+from customer_management.domain.validation import Violations, check_period, period_bounds
+
+# Types that call for a bankAccount (BankAccountDebit, BankAccountTransfer …) and those
+# that call for a creditCard; other types carry whichever detail the caller gives.
+BANK_ACCOUNT_PREFIX = "bankaccount"
+CARD_TYPES = frozenset({"creditcard", "debitcard", "bankcard"})
+
+
+class PaymentMeanKind(Kind[PaymentMean]):
+    kind = "payment_mean"
+    field = "payment_mean"
+    collection = "paymentMean"
+    message_type = PaymentMean
+    columns_by_filter_name = columns_index(
+        Column("id", str),
+        Column("name", str),
+        Column("type", str),
+        Column("create_time", datetime),
+        Column("update_time", datetime),
+    )
+
+    def check(self, resource: PaymentMean, previous: PaymentMean | None, v: Violations) -> None:
+        path = self.field
+        if v.require(f"{path}.name", resource.name):
+            v.max_length(f"{path}.name", resource.name, NAME_MAX)
+        if v.require(f"{path}.type", resource.type):
+            v.max_length(f"{path}.type", resource.type, CODE_MAX)
+        check_period(resource.valid_for, f"{path}.valid_for", v)
+        check_related_party(resource.related_party, f"{path}.related_party", v)
+        kind = resource.type.lower()
+        wants_bank = kind.startswith(BANK_ACCOUNT_PREFIX)
+        wants_card = kind in CARD_TYPES
+        if wants_bank:
+            v.require(f"{path}.bank_account", resource.HasField("bank_account"))
+        if wants_card:
+            v.require(f"{path}.credit_card", resource.HasField("credit_card"))
+        if resource.HasField("bank_account"):
+            if wants_card:
+                v.add(f"{path}.bank_account", f"does not go with type {resource.type}")
+            check_bank_account(resource.bank_account, f"{path}.bank_account", v)
+        if resource.HasField("credit_card"):
+            if wants_bank:
+                v.add(f"{path}.credit_card", f"does not go with type {resource.type}")
+            before = previous.credit_card if previous and previous.HasField("credit_card") else None
+            check_credit_card(resource.credit_card, f"{path}.credit_card", v, previous=before)
+
+    def references(self, resource: PaymentMean) -> list[RefSlot]:
+        return []
+
+    def columns(self, resource: PaymentMean) -> dict[str, Any]:
+        start, end = period_bounds(resource.valid_for)
+        return {
+            "name": resource.name,
+            "type": resource.type,
+            "valid_for_start": start,
+            "valid_for_end": end,
+        }

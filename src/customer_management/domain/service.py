@@ -1,0 +1,329 @@
+"""The standard methods of one resource kind: validation, references, etags, idempotency.
+
+Every method runs as one unit of work (one transaction) on the database's threads.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import hashlib
+import uuid
+from dataclasses import dataclass
+from datetime import UTC, datetime
+from typing import Any, Generic
+
+from google.protobuf.field_mask_pb2 import FieldMask
+from sqlalchemy.orm import Session
+
+from customer_management.domain import listing
+from customer_management.domain.errors import (
+    Aborted,
+    FailedPrecondition,
+    FieldViolation,
+    InvalidArgument,
+    NotFound,
+    PreconditionViolation,
+)
+from customer_management.domain.kinds import Kind, M, RefSlot
+from customer_management.domain.masks import OUTPUT_ONLY, WILDCARD, effective_paths, merge
+from customer_management.domain.pins import hash_pin, pin_problem
+from customer_management.domain.validation import Violations, check_message
+from customer_management.store import resources
+from customer_management.store.database import Database
+from customer_management.store.models import ResourceRow
+
+REQUEST_ID_MAX = 128
+
+
+@dataclass(frozen=True)
+class Page(Generic[M]):
+    items: list[M]
+    next_page_token: str
+
+
+@dataclass(frozen=True)
+class Settings:
+    base_url: str
+    pin_pepper: bytes
+
+
+class ResourceService(Generic[M]):
+    def __init__(self, kind: Kind[M], database: Database, settings: Settings) -> None:
+        self.kind = kind
+        self.database = database
+        self.settings = settings
+        self._href_prefix = f"{settings.base_url.rstrip('/')}/{kind.collection}/"
+        self._method = f"Create{kind.message_type.DESCRIPTOR.name}"
+
+    # -- standard methods -------------------------------------------------------------
+
+    async def create(self, resource: M, request_id: str) -> M:
+        resource = self._input(resource)
+        if len(request_id) > REQUEST_ID_MAX:
+            raise InvalidArgument(
+                "request_id is too long",
+                violations=[
+                    _violation("request_id", f"is longer than {REQUEST_ID_MAX} characters")
+                ],
+            )
+        pin = self._take_pin(resource)
+        self._validate(resource, previous=None)
+        pin_hash = await self._hash(pin)
+        request_hash = hashlib.sha256(resource.SerializeToString(deterministic=True)).hexdigest()
+
+        def unit(session: Session) -> M:
+            if request_id:
+                resources.lock_request(session, request_id)
+                first = resources.find_request(session, request_id)
+                if first is not None:
+                    return self._replay(
+                        first.method, first.request_hash, first.response, request_hash
+                    )
+            self._resolve(session, resource)
+            now = datetime.now(UTC)
+            values = self.kind.columns(resource)
+            if pin_hash is not None:
+                values["pin_hash"] = pin_hash
+            row = resources.insert(
+                session,
+                self.kind.kind,
+                {
+                    **values,
+                    "id": str(uuid.uuid4()),
+                    "version": 1,
+                    "create_time": now,
+                    "update_time": now,
+                    "body": resource.SerializeToString(),
+                },
+            )
+            resources.replace_children(
+                session, self.kind.kind, row.id, self.kind.children(resource)
+            )
+            created = self._output(row)
+            if request_id:
+                resources.save_request(
+                    session,
+                    request_id,
+                    self._method,
+                    request_hash,
+                    created.SerializeToString(),
+                    now,
+                )
+            return created
+
+        return await self.database.write(unit)
+
+    async def get(self, id: str) -> M:
+        _require_id(id)
+
+        def unit(session: Session) -> M:
+            return self._output(self._row(session, id))
+
+        return await self.database.read(unit)
+
+    async def list(self, page_size: int, page_token: str, filter: str, order_by: str) -> Page[M]:
+        query = listing.parse(self.kind, page_size, page_token, filter, order_by)
+
+        def unit(session: Session) -> Page[M]:
+            rows = resources.page(
+                session,
+                self.kind.kind,
+                equals=query.equals,
+                order=query.order,
+                after=query.after,
+                limit=query.page_size + 1,
+            )
+            token = (
+                listing.next_token(query, rows[query.page_size - 1])
+                if len(rows) > query.page_size
+                else ""
+            )
+            return Page([self._output(row) for row in rows[: query.page_size]], token)
+
+        return await self.database.read(unit)
+
+    async def update(self, resource: M, update_mask: FieldMask) -> M:
+        id, etag = resource.id, resource.etag  # type: ignore[attr-defined]
+        _require_id(id, f"{self.kind.field}.id")
+        patch = self._input(resource)
+        paths = effective_paths(patch, update_mask)
+        pin = self._take_pin(patch)
+        pin_hash = await self._hash(pin)
+        if "pin" in paths and not pin and (not update_mask.paths or WILDCARD in update_mask.paths):
+            paths.remove("pin")  # the PIN is write-only: kept unless set or named in the mask
+
+        def unit(session: Session) -> M:
+            row = self._row(session, id, for_update=True)
+            _check_etag(row, etag)
+            current = self.kind.message_type.FromString(row.body)
+            updated = merge(current, patch, paths)
+            self._validate(updated, previous=current)
+            self._resolve(session, updated)
+            body = updated.SerializeToString()
+            if body == row.body and "pin" not in paths:
+                return self._output(row)  # nothing changes: same etag, no write
+            for name, value in self.kind.columns(updated).items():
+                setattr(row, name, value)
+            if "pin" in paths:
+                row.pin_hash = pin_hash  # type: ignore[attr-defined]
+            row.version += 1
+            row.update_time = datetime.now(UTC)
+            row.body = body
+            resources.replace_children(session, self.kind.kind, row.id, self.kind.children(updated))
+            session.flush()
+            return self._output(row)
+
+        return await self.database.write(unit)
+
+    async def delete(self, id: str, etag: str) -> None:
+        _require_id(id)
+
+        def unit(session: Session) -> None:
+            row = self._row(session, id, for_update=True)
+            _check_etag(row, etag)
+            if found := resources.referrers(session, self.kind.kind, id):
+                raise FailedPrecondition(
+                    f"{self.kind.kind} {id} is still referenced by "
+                    + ", ".join(f"{r.kind} {r.id}" for r in found),
+                    reason="RESOURCE_IN_USE",
+                    violations=[
+                        PreconditionViolation(
+                            "REFERENCED",
+                            f"{r.kind}/{r.id}",
+                            f"its {r.path} names {self.kind.kind} {id}",
+                        )
+                        for r in found
+                    ],
+                )
+            resources.remove(session, self.kind.kind, row)
+
+        await self.database.write(unit)
+
+    # -- helpers ----------------------------------------------------------------------
+
+    def _input(self, resource: M) -> M:
+        """A copy of the caller's resource without the fields only the server sets."""
+        copy = self.kind.message_type()
+        copy.CopyFrom(resource)
+        for name in OUTPUT_ONLY[copy.DESCRIPTOR.full_name]:
+            copy.ClearField(name)
+        return copy
+
+    def _validate(self, resource: M, previous: M | None) -> None:
+        v = Violations()
+        check_message(resource, self.kind.field, v)
+        v.raise_if_any()  # the kind's rules may rely on sane strings and timestamps
+        self.kind.check(resource, previous, v)
+        for slot in self.kind.references(resource):
+            v.require(f"{slot.path}.id", slot.ref.id)
+        v.raise_if_any()
+
+    def _take_pin(self, resource: M) -> str:
+        """Removes the write-only PIN from the resource (it is stored apart, hashed)."""
+        if "pin" not in resource.DESCRIPTOR.fields_by_name:
+            return ""
+        pin: str = resource.pin
+        resource.ClearField("pin")  # type: ignore[arg-type]
+        if pin and (problem := pin_problem(pin)):
+            path = f"{self.kind.field}.pin"
+            raise InvalidArgument(f"{path} {problem}", violations=[FieldViolation(path, problem)])
+        return pin
+
+    async def _hash(self, pin: str) -> str | None:
+        if not pin:
+            return None
+        # scrypt is slow on purpose, so it runs off the event loop.
+        return await asyncio.to_thread(hash_pin, pin, self.settings.pin_pepper)
+
+    def _resolve(self, session: Session, resource: M) -> None:
+        """Checks that every reference names an existing resource and copies its name in."""
+        slots = self.kind.references(resource)
+        by_kind: dict[str, list[RefSlot]] = {}
+        for slot in slots:
+            by_kind.setdefault(slot.kind, []).append(slot)
+        missing: list[RefSlot] = []
+        for kind, kind_slots in by_kind.items():
+            found = resources.targets(session, kind, (slot.ref.id for slot in kind_slots))
+            prefix = f"{self.settings.base_url.rstrip('/')}/{_collection(kind)}/"
+            for slot in kind_slots:
+                target = found.get(slot.ref.id)
+                if target is None:
+                    missing.append(slot)
+                    continue
+                _fill(slot.ref, prefix + target.id, target)
+        if missing:
+            raise FailedPrecondition(
+                "references name resources that do not exist: "
+                + ", ".join(f"{slot.path} ({slot.kind} {slot.ref.id})" for slot in missing),
+                reason="REFERENCE_NOT_FOUND",
+                violations=[
+                    PreconditionViolation(
+                        "REFERENCE_NOT_FOUND", f"{slot.kind}/{slot.ref.id}", f"named by {slot.path}"
+                    )
+                    for slot in missing
+                ],
+            )
+
+    def _row(self, session: Session, id: str, *, for_update: bool = False) -> ResourceRow:
+        row = resources.get(session, self.kind.kind, id, for_update=for_update)
+        if row is None:
+            raise NotFound(
+                f"{self.kind.kind} {id} does not exist",
+                metadata={"resource": self.kind.kind, "id": id},
+            )
+        return row
+
+    def _output(self, row: ResourceRow) -> M:
+        resource = self.kind.message_type.FromString(row.body)
+        out: Any = resource
+        out.id = row.id
+        out.href = self._href_prefix + row.id
+        out.etag = str(row.version)
+        out.create_time.FromDatetime(row.create_time)
+        getattr(out, self.kind.update_time_field).FromDatetime(row.update_time)
+        return resource
+
+    def _replay(self, method: str, first_hash: str, response: bytes, request_hash: str) -> M:
+        if method != self._method or first_hash != request_hash:
+            raise FailedPrecondition(
+                "request_id was already used for a different request",
+                reason="REQUEST_ID_REUSED",
+                violations=[
+                    PreconditionViolation(
+                        "REQUEST_ID", "request_id", f"first used by a different {method} request"
+                    )
+                ],
+            )
+        return self.kind.message_type.FromString(response)
+
+
+def _collection(kind: str) -> str:
+    head, *rest = kind.split("_")
+    return head + "".join(part.title() for part in rest)
+
+
+def _fill(ref: Any, href: str, target: resources.Target) -> None:
+    fields = ref.DESCRIPTOR.fields_by_name
+    ref.href = href
+    ref.name = target.name
+    if "description" in fields:
+        ref.description = target.description
+    if "status" in fields:
+        ref.status = target.status
+
+
+def _require_id(id: str, path: str = "id") -> None:
+    if not id:
+        raise InvalidArgument(f"{path} is required", violations=[_violation(path, "is required")])
+
+
+def _check_etag(row: ResourceRow, etag: str) -> None:
+    if etag and etag != str(row.version):
+        raise Aborted(
+            f"etag {etag!r} is stale: the resource is now at {row.version}; read it again",
+            metadata={"current_etag": str(row.version)},
+        )
+
+
+def _violation(path: str, description: str) -> FieldViolation:
+    return FieldViolation(path, description)

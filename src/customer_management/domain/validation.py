@@ -1,0 +1,124 @@
+"""Checks shared by every resource, collected so one answer names every bad field."""
+
+from __future__ import annotations
+
+import math
+from datetime import UTC, datetime
+from decimal import Decimal
+
+from google.protobuf.message import Message
+from google.protobuf.timestamp_pb2 import Timestamp
+from tmf629.v1.common_pb2 import TimePeriod
+
+from customer_management.domain.errors import FieldViolation, InvalidArgument
+
+MAX_STRING = 4096
+"""Longest string any field takes (names and short codes take less, see columns)."""
+MAX_REPEATED = 1000
+MONEY_DIGITS = 15
+MONEY_DECIMALS = 6
+# The range datetime and every database here represent.
+MIN_SECONDS = int(datetime(1, 1, 1, tzinfo=UTC).timestamp())
+MAX_SECONDS = int(datetime(9999, 12, 31, 23, 59, 59, tzinfo=UTC).timestamp())
+
+
+class Violations:
+    """Collects field violations; `raise_if_any` ends validation with all of them."""
+
+    def __init__(self) -> None:
+        self.items: list[FieldViolation] = []
+
+    def add(self, path: str, description: str) -> None:
+        self.items.append(FieldViolation(path, description))
+
+    def require(self, path: str, present: object) -> bool:
+        if not present:
+            self.add(path, "is required")
+            return False
+        return True
+
+    def max_length(self, path: str, value: str, limit: int) -> None:
+        if len(value) > limit:
+            self.add(path, f"is longer than {limit} characters")
+
+    def non_negative(self, path: str, value: int | float) -> None:
+        if value < 0:
+            self.add(path, "must not be negative")
+
+    def raise_if_any(self, message: str = "the request has invalid fields") -> None:
+        if self.items:
+            raise InvalidArgument(message, violations=list(self.items))
+
+
+def check_message(message: Message, path: str, v: Violations) -> None:
+    """Rules every field of every message obeys: sane strings, timestamps and list sizes."""
+    for field, value in message.ListFields():
+        here = f"{path}.{field.name}"
+        if field.is_repeated:
+            if len(value) > MAX_REPEATED:
+                v.add(here, f"has more than {MAX_REPEATED} items")
+                continue
+            for i, item in enumerate(value):
+                _check_value(item, f"{here}[{i}]", v)
+        else:
+            _check_value(value, here, v)
+
+
+def _check_value(value: object, path: str, v: Violations) -> None:
+    if isinstance(value, str):
+        if "\x00" in value:
+            v.add(path, "must not contain NUL characters")
+        v.max_length(path, value, MAX_STRING)
+    elif isinstance(value, float) and not math.isfinite(value):
+        v.add(path, "must be a finite number")
+    elif isinstance(value, Timestamp):
+        if not representable(value):
+            v.add(path, "is not a valid timestamp (years 1 to 9999)")
+    elif isinstance(value, Message):
+        check_message(value, path, v)
+
+
+def representable(value: Timestamp) -> bool:
+    return MIN_SECONDS <= value.seconds <= MAX_SECONDS and 0 <= value.nanos < 1_000_000_000
+
+
+def check_period(period: TimePeriod, path: str, v: Violations) -> None:
+    if (
+        period.HasField("start_date_time")
+        and period.HasField("end_date_time")
+        and _instant(period.end_date_time) < _instant(period.start_date_time)
+    ):
+        v.add(f"{path}.end_date_time", "must not precede start_date_time")
+
+
+def _instant(value: Timestamp) -> tuple[int, int]:
+    return value.seconds, value.nanos
+
+
+def money(value: float, path: str, v: Violations, *, negative: bool = True) -> Decimal | None:
+    """The exact decimal a JSON number means: its shortest round-trip form."""
+    if not math.isfinite(value):
+        return None  # check_message reports it
+    amount = Decimal(repr(value))
+    exponent = amount.as_tuple().exponent
+    assert isinstance(exponent, int)
+    if -exponent > MONEY_DECIMALS:
+        v.add(path, f"has more than {MONEY_DECIMALS} decimal places")
+        return None
+    if abs(amount) >= Decimal(10) ** MONEY_DIGITS:
+        v.add(path, f"must be less than 10^{MONEY_DIGITS} in magnitude")
+        return None
+    if not negative and amount < 0:
+        v.add(path, "must not be negative")
+        return None
+    return amount.normalize() if exponent < 0 else amount
+
+
+def timestamp(value: Timestamp) -> datetime:
+    return value.ToDatetime(tzinfo=UTC)
+
+
+def period_bounds(period: TimePeriod) -> tuple[datetime | None, datetime | None]:
+    start = timestamp(period.start_date_time) if period.HasField("start_date_time") else None
+    end = timestamp(period.end_date_time) if period.HasField("end_date_time") else None
+    return start, end

@@ -1,0 +1,85 @@
+"""The grpc.aio server: the service, health, reflection, interceptors and shutdown."""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import signal
+
+import grpc
+from grpc_health.v1 import health, health_pb2, health_pb2_grpc
+from grpc_reflection.v1alpha import reflection
+from tmf629.v1 import service_pb2, service_pb2_grpc
+
+from customer_management.api.errors import ErrorInterceptor
+from customer_management.api.servicer import CustomerManagementServicer
+from customer_management.config import Config
+from customer_management.domain.customer_accounts import CustomerAccountKind
+from customer_management.domain.customers import CustomerKind
+from customer_management.domain.payment_means import PaymentMeanKind
+from customer_management.domain.service import ResourceService, Settings
+from customer_management.store import migrate
+from customer_management.store.database import Database
+
+log = logging.getLogger(__name__)
+SERVICE_NAME = service_pb2.DESCRIPTOR.services_by_name["CustomerManagementService"].full_name
+
+
+class Server:
+    """One running service: start() migrates, listens and turns health SERVING."""
+
+    def __init__(self, config: Config) -> None:
+        self.config = config
+        self.database = Database(config.database_url, pool_size=config.pool_size)
+        self.health = health.aio.HealthServicer()  # type: ignore[attr-defined]
+        # No SO_REUSEPORT: a second server on a taken port must fail, not share it.
+        self.grpc = grpc.aio.server(
+            interceptors=[ErrorInterceptor()], options=[("grpc.so_reuseport", 0)]
+        )
+        self.port = 0
+        settings = Settings(base_url=config.href_base, pin_pepper=config.pin_pepper.encode())
+        servicer = CustomerManagementServicer(
+            ResourceService(CustomerKind(), self.database, settings),
+            ResourceService(CustomerAccountKind(), self.database, settings),
+            ResourceService(PaymentMeanKind(), self.database, settings),
+        )
+        service_pb2_grpc.add_CustomerManagementServiceServicer_to_server(servicer, self.grpc)
+        health_pb2_grpc.add_HealthServicer_to_server(self.health, self.grpc)
+        reflection.enable_server_reflection(
+            (SERVICE_NAME, health.SERVICE_NAME, reflection.SERVICE_NAME), self.grpc
+        )
+
+    async def start(self) -> int:
+        await asyncio.to_thread(migrate.upgrade, self.database)
+        self.port = self.grpc.add_insecure_port(f"{self.config.host}:{self.config.port}")
+        await self.grpc.start()
+        await self.database.ping()
+        for name in ("", SERVICE_NAME):
+            await self.health.set(name, health_pb2.HealthCheckResponse.SERVING)
+        log.info(
+            "serving %s on %s:%d, database %s",
+            SERVICE_NAME,
+            self.config.host,
+            self.port,
+            self.database.display_url,
+        )
+        return self.port
+
+    async def stop(self, grace: float | None = None) -> None:
+        """NOT_SERVING first, then in-flight calls get `grace` seconds to finish."""
+        await self.health.enter_graceful_shutdown()
+        await self.grpc.stop(self.config.grace_period if grace is None else grace)
+        await asyncio.to_thread(self.database.close)
+        log.info("stopped")
+
+
+async def serve(config: Config) -> None:
+    server = Server(config)
+    await server.start()
+    stopping = asyncio.Event()
+    loop = asyncio.get_running_loop()
+    for sig in (signal.SIGTERM, signal.SIGINT):
+        loop.add_signal_handler(sig, stopping.set)
+    await stopping.wait()
+    log.info("shutting down (grace period %.1fs)", config.grace_period)
+    await server.stop()

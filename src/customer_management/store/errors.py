@@ -1,0 +1,13 @@
+"""Failures of the database itself, as the layers above see them."""
+
+
+class StoreError(Exception):
+    """Base of the store's own exceptions."""
+
+
+class StoreUnavailable(StoreError):
+    """The database cannot be reached or refused the work for a transient reason."""
+
+
+class StoreConflict(StoreError):
+    """A constraint refused the write: a reference vanished or a key was taken meanwhile."""

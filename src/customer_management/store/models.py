@@ -1,0 +1,235 @@
+"""SQLAlchemy models: one table per resource plus the tables that make references real.
+
+Each resource row keeps the searchable first-level scalars as columns and the whole
+resource as its serialized protobuf (`body`), so a Get is one primary-key read. Every
+reference between resources is a row with foreign keys, so the database itself refuses
+a dangling one. Money is NUMERIC: the exact record used for every comparison.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from datetime import UTC, datetime
+from decimal import Decimal
+
+from sqlalchemy import (
+    BigInteger,
+    DateTime,
+    Dialect,
+    ForeignKey,
+    Integer,
+    LargeBinary,
+    MetaData,
+    Numeric,
+    String,
+    TypeDecorator,
+)
+from sqlalchemy.orm import DeclarativeBase, Mapped, mapped_column
+
+NAMING_CONVENTION = {
+    "ix": "ix_%(column_0_label)s",
+    "uq": "uq_%(table_name)s_%(column_0_name)s",
+    "ck": "ck_%(table_name)s_%(constraint_name)s",
+    "fk": "fk_%(table_name)s_%(column_0_name)s_%(referred_table_name)s",
+    "pk": "pk_%(table_name)s",
+}
+
+MONEY = Numeric(21, 6)
+"""Up to 15 integer and 6 fractional digits: what a JSON number carries exactly."""
+
+
+class UtcDateTime(TypeDecorator[datetime]):
+    """Timezone-aware UTC datetimes on every backend (SQLite stores them naive)."""
+
+    impl = DateTime(timezone=True)
+    cache_ok = True
+
+    def process_bind_param(self, value: datetime | None, dialect: Dialect) -> datetime | None:
+        if value is None:
+            return None
+        value = value.astimezone(UTC)
+        return value.replace(tzinfo=None) if dialect.name == "sqlite" else value
+
+    def process_result_value(self, value: datetime | None, dialect: Dialect) -> datetime | None:
+        if value is None or value.tzinfo is not None:
+            return value
+        return value.replace(tzinfo=UTC)
+
+
+# SQLite only makes INTEGER PRIMARY KEY an auto-incrementing rowid alias.
+BIG_ID = BigInteger().with_variant(Integer(), "sqlite")
+
+
+class Base(DeclarativeBase):
+    metadata = MetaData(naming_convention=NAMING_CONVENTION)
+
+
+class ResourceRow(Base):
+    """Columns every resource has. `pk` orders rows by creation (newest first)."""
+
+    __abstract__ = True
+    __mapper_args__ = {"eager_defaults": True}
+
+    pk: Mapped[int] = mapped_column(BIG_ID, primary_key=True, autoincrement=True)
+    id: Mapped[str] = mapped_column(String(64), unique=True)
+    version: Mapped[int] = mapped_column(Integer)
+    create_time: Mapped[datetime] = mapped_column(UtcDateTime)
+    update_time: Mapped[datetime] = mapped_column(UtcDateTime)
+    name: Mapped[str] = mapped_column(String(1024), index=True)
+    body: Mapped[bytes] = mapped_column(LargeBinary)
+
+
+class CustomerRow(ResourceRow):
+    __tablename__ = "customer"
+
+    status: Mapped[str] = mapped_column(String(256), index=True)
+    description: Mapped[str] = mapped_column(String(4096))
+    customer_rank: Mapped[int | None] = mapped_column(Integer)
+    valid_for_start: Mapped[datetime | None] = mapped_column(UtcDateTime)
+    valid_for_end: Mapped[datetime | None] = mapped_column(UtcDateTime)
+
+
+class CustomerAccountRow(ResourceRow):
+    __tablename__ = "customer_account"
+
+    status: Mapped[str] = mapped_column(String(256), index=True)
+    account_type: Mapped[str] = mapped_column(String(256), index=True)
+    description: Mapped[str] = mapped_column(String(4096))
+    credit_limit: Mapped[Decimal | None] = mapped_column(MONEY)
+    receivable_balance: Mapped[Decimal | None] = mapped_column(MONEY)
+    customer_id: Mapped[str | None] = mapped_column(
+        ForeignKey("customer.id", ondelete="RESTRICT"), index=True
+    )
+    pin_hash: Mapped[str | None] = mapped_column(String(256))
+
+
+class PaymentMeanRow(ResourceRow):
+    __tablename__ = "payment_mean"
+
+    type: Mapped[str] = mapped_column(String(256), index=True)
+    valid_for_start: Mapped[datetime | None] = mapped_column(UtcDateTime)
+    valid_for_end: Mapped[datetime | None] = mapped_column(UtcDateTime)
+
+
+class CustomerAccountLink(Base):
+    """Customer.customerAccount[]: the accounts a customer lists."""
+
+    __tablename__ = "customer_account_link"
+
+    customer_id: Mapped[str] = mapped_column(ForeignKey("customer.id"), primary_key=True)
+    position: Mapped[int] = mapped_column(Integer, primary_key=True)
+    account_id: Mapped[str] = mapped_column(ForeignKey("customer_account.id"), index=True)
+
+
+class CustomerPaymentMeanLink(Base):
+    """Customer.paymentMean[]: the payment means a customer lists."""
+
+    __tablename__ = "customer_payment_mean_link"
+
+    customer_id: Mapped[str] = mapped_column(ForeignKey("customer.id"), primary_key=True)
+    position: Mapped[int] = mapped_column(Integer, primary_key=True)
+    payment_mean_id: Mapped[str] = mapped_column(ForeignKey("payment_mean.id"), index=True)
+
+
+class AccountRelationshipLink(Base):
+    """CustomerAccount.customerAccountRelationship[].customerAccount[]."""
+
+    __tablename__ = "account_relationship_link"
+
+    account_id: Mapped[str] = mapped_column(ForeignKey("customer_account.id"), primary_key=True)
+    position: Mapped[int] = mapped_column(Integer, primary_key=True)
+    related_account_id: Mapped[str] = mapped_column(ForeignKey("customer_account.id"), index=True)
+    relationship_type: Mapped[str] = mapped_column(String(256))
+
+
+class PaymentPlanRow(Base):
+    """CustomerAccount.paymentPlan[]: its exact amount and the payment mean it uses."""
+
+    __tablename__ = "payment_plan"
+
+    account_id: Mapped[str] = mapped_column(ForeignKey("customer_account.id"), primary_key=True)
+    position: Mapped[int] = mapped_column(Integer, primary_key=True)
+    payment_mean_id: Mapped[str] = mapped_column(ForeignKey("payment_mean.id"), index=True)
+    status: Mapped[str] = mapped_column(String(256))
+    amount: Mapped[Decimal | None] = mapped_column(MONEY)
+
+
+class AccountBalanceRow(Base):
+    """CustomerAccount.customerAccountBalance[]: exact amounts."""
+
+    __tablename__ = "account_balance"
+
+    account_id: Mapped[str] = mapped_column(ForeignKey("customer_account.id"), primary_key=True)
+    position: Mapped[int] = mapped_column(Integer, primary_key=True)
+    type: Mapped[str] = mapped_column(String(256))
+    status: Mapped[str] = mapped_column(String(256))
+    amount: Mapped[Decimal | None] = mapped_column(MONEY)
+
+
+class RequestKey(Base):
+    """The first result of each request_id, so a retried Create returns it again."""
+
+    __tablename__ = "request_key"
+
+    request_id: Mapped[str] = mapped_column(String(128), primary_key=True)
+    method: Mapped[str] = mapped_column(String(64))
+    request_hash: Mapped[str] = mapped_column(String(64))
+    response: Mapped[bytes] = mapped_column(LargeBinary)
+    create_time: Mapped[datetime] = mapped_column(UtcDateTime, index=True)
+
+
+@dataclass(frozen=True)
+class Reference:
+    """Where one resource points at another: `table.column` holds the target's id.
+
+    `owner` is the column naming the pointing resource (its id).
+    """
+
+    table: type[Base]
+    owner: str
+    column: str
+    source_kind: str
+    path: str
+
+
+# Who may point at each kind of resource; deleting a target they name is refused.
+REFERENCES: dict[str, tuple[Reference, ...]] = {
+    "customer": (
+        Reference(CustomerAccountRow, "id", "customer_id", "customer_account", "customer"),
+    ),
+    "customer_account": (
+        Reference(CustomerAccountLink, "customer_id", "account_id", "customer", "customer_account"),
+        Reference(
+            AccountRelationshipLink,
+            "account_id",
+            "related_account_id",
+            "customer_account",
+            "customer_account_relationship",
+        ),
+    ),
+    "payment_mean": (
+        Reference(
+            CustomerPaymentMeanLink, "customer_id", "payment_mean_id", "customer", "payment_mean"
+        ),
+        Reference(
+            PaymentPlanRow, "account_id", "payment_mean_id", "customer_account", "payment_plan"
+        ),
+    ),
+}
+
+# The child rows each kind owns (rewritten with it, deleted with it).
+CHILDREN: dict[str, tuple[tuple[type[Base], str], ...]] = {
+    "customer": ((CustomerAccountLink, "customer_id"), (CustomerPaymentMeanLink, "customer_id")),
+    "customer_account": (
+        (AccountRelationshipLink, "account_id"),
+        (PaymentPlanRow, "account_id"),
+        (AccountBalanceRow, "account_id"),
+    ),
+    "payment_mean": (),
+}
+
+ROWS: dict[str, type[ResourceRow]] = {
+    "customer": CustomerRow,
+    "customer_account": CustomerAccountRow,
+    "payment_mean": PaymentMeanRow,
+}

@@ -1,0 +1,178 @@
+"""Repository functions for the three resources. They take a session and never commit."""
+
+from __future__ import annotations
+
+from collections.abc import Iterable, Mapping, Sequence
+from dataclasses import dataclass
+from datetime import datetime
+from typing import Any
+
+from sqlalchemy import ColumnElement, and_, delete, func, literal, or_, select, text
+from sqlalchemy.orm import Session
+
+from customer_management.store.models import (
+    CHILDREN,
+    REFERENCES,
+    ROWS,
+    Base,
+    RequestKey,
+    ResourceRow,
+)
+
+
+@dataclass(frozen=True)
+class Target:
+    """What a reference copies from the resource it names."""
+
+    id: str
+    name: str
+    description: str
+    status: str
+
+
+@dataclass(frozen=True)
+class Referrer:
+    kind: str
+    id: str
+    path: str
+
+
+@dataclass(frozen=True)
+class OrderTerm:
+    column: str
+    descending: bool
+
+
+def get(session: Session, kind: str, id: str, *, for_update: bool = False) -> ResourceRow | None:
+    model = ROWS[kind]
+    query = select(model).where(model.id == id)
+    if for_update:
+        query = query.with_for_update()
+    return session.scalars(query).one_or_none()
+
+
+def insert(session: Session, kind: str, values: Mapping[str, Any]) -> ResourceRow:
+    row = ROWS[kind](**values)
+    session.add(row)
+    session.flush()
+    return row
+
+
+def replace_children(
+    session: Session, kind: str, id: str, children: Mapping[type[Base], Sequence[dict[str, Any]]]
+) -> None:
+    """Rewrites the child rows `kind` owns so they say what the resource now says."""
+    for table, owner in CHILDREN[kind]:
+        rows = children.get(table, ())
+        session.execute(delete(table).where(getattr(table, owner) == id))
+        if rows:
+            session.execute(table.__table__.insert(), [{owner: id, **row} for row in rows])  # type: ignore[attr-defined]
+
+
+def remove(session: Session, kind: str, row: ResourceRow) -> None:
+    replace_children(session, kind, row.id, {})
+    session.delete(row)
+    session.flush()
+
+
+def referrers(session: Session, kind: str, id: str) -> list[Referrer]:
+    """The other resources that name `kind`/`id`, which keep it from being deleted."""
+    found: list[Referrer] = []
+    for ref in REFERENCES[kind]:
+        owner = getattr(ref.table, ref.owner)
+        query = (
+            select(owner)
+            .where(getattr(ref.table, ref.column) == id, owner != id)
+            .distinct()
+            .order_by(owner)
+            .limit(20)
+        )
+        found.extend(
+            Referrer(ref.source_kind, owner_id, ref.path) for owner_id in session.scalars(query)
+        )
+    return found
+
+
+def targets(session: Session, kind: str, ids: Iterable[str]) -> dict[str, Target]:
+    model = ROWS[kind]
+    wanted = sorted(set(ids))
+    if not wanted:
+        return {}
+    empty = literal("")
+    columns = [
+        model.id,
+        model.name,
+        getattr(model, "description", empty),
+        getattr(model, "status", empty),
+    ]
+    rows = session.execute(select(*columns).where(model.id.in_(wanted)))
+    return {id: Target(id, name, description, status) for id, name, description, status in rows}
+
+
+def page(
+    session: Session,
+    kind: str,
+    *,
+    equals: Mapping[str, Any],
+    order: Sequence[OrderTerm],
+    after: Sequence[Any] | None,
+    limit: int,
+) -> list[ResourceRow]:
+    """One page in `order` (then newest first), starting after the keyset `after`."""
+    model = ROWS[kind]
+    terms = [*order, OrderTerm("pk", True)]
+    columns = [getattr(model, term.column) for term in terms]
+    query = select(model).where(*(getattr(model, name) == value for name, value in equals.items()))
+    if after is not None:
+        query = query.where(_after(columns, terms, after))
+    query = query.order_by(
+        *(c.desc() if t.descending else c.asc() for c, t in zip(columns, terms, strict=True))
+    )
+    return list(session.scalars(query.limit(limit)))
+
+
+def _after(
+    columns: Sequence[Any], terms: Sequence[OrderTerm], values: Sequence[Any]
+) -> ColumnElement[bool]:
+    """Rows strictly after `values` in the lexicographic order of `columns`."""
+    alternatives = []
+    for i, (column, term) in enumerate(zip(columns, terms, strict=True)):
+        beyond = column < values[i] if term.descending else column > values[i]
+        ties = [columns[j] == values[j] for j in range(i)]
+        alternatives.append(and_(*ties, beyond))
+    return or_(*alternatives)
+
+
+def find_request(session: Session, request_id: str) -> RequestKey | None:
+    return session.get(RequestKey, request_id)
+
+
+def lock_request(session: Session, request_id: str) -> None:
+    """Serialises concurrent requests with one request_id (SQLite has one writer already)."""
+    if session.get_bind().dialect.name == "postgresql":
+        session.execute(
+            text("SELECT pg_advisory_xact_lock(hashtextextended(:key, 629))"), {"key": request_id}
+        )
+
+
+def save_request(
+    session: Session,
+    request_id: str,
+    method: str,
+    request_hash: str,
+    response: bytes,
+    now: datetime,
+) -> None:
+    session.add(
+        RequestKey(
+            request_id=request_id,
+            method=method,
+            request_hash=request_hash,
+            response=response,
+            create_time=now,
+        )
+    )
+
+
+def count(session: Session, kind: str) -> int:
+    return session.scalar(select(func.count()).select_from(ROWS[kind])) or 0
