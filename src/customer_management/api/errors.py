@@ -77,6 +77,7 @@ def as_domain_error(error: Exception) -> DomainError:
     if isinstance(error, StoreUnavailable):
         return Unavailable(f"the database is unavailable: {error}")
     if isinstance(error, StoreConflict):
+        log.info("constraint refused a write: %s", error)
         return FailedPrecondition(
             "a concurrent change conflicts with this request; read the resources again and retry",
             reason="CONCURRENT_CHANGE",

@@ -15,7 +15,7 @@ from customer_management.domain.errors import FieldViolation, InvalidArgument
 MAX_STRING = 4096
 """Longest string any field takes (names and short codes take less, see columns)."""
 MAX_REPEATED = 1000
-MONEY_DIGITS = 15
+MONEY_DIGITS = 12
 MONEY_DECIMALS = 6
 # The range datetime and every database here represent.
 MIN_SECONDS = int(datetime(1, 1, 1, tzinfo=UTC).timestamp())

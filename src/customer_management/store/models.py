@@ -11,6 +11,7 @@ from __future__ import annotations
 from dataclasses import dataclass
 from datetime import UTC, datetime
 from decimal import Decimal
+from typing import Any
 
 from sqlalchemy import (
     BigInteger,
@@ -24,6 +25,7 @@ from sqlalchemy import (
     String,
     TypeDecorator,
 )
+from sqlalchemy.types import TypeEngine
 from sqlalchemy.orm import DeclarativeBase, Mapped, mapped_column
 
 NAMING_CONVENTION = {
@@ -34,8 +36,35 @@ NAMING_CONVENTION = {
     "pk": "pk_%(table_name)s",
 }
 
-MONEY = Numeric(21, 6)
-"""Up to 15 integer and 6 fractional digits: what a JSON number carries exactly."""
+MONEY_SCALE = 6
+
+
+class Money(TypeDecorator[Decimal]):
+    """Exact decimal amounts: NUMERIC(18, 6) on PostgreSQL; on SQLite, whose NUMERIC is
+    a binary float, an integer count of millionths (exact, ordered, summable)."""
+
+    impl = Numeric(18, MONEY_SCALE)
+    cache_ok = True
+
+    def load_dialect_impl(self, dialect: Dialect) -> TypeEngine[Any]:
+        if dialect.name == "sqlite":
+            return dialect.type_descriptor(BigInteger())
+        return dialect.type_descriptor(Numeric(18, MONEY_SCALE, asdecimal=True))
+
+    def process_bind_param(self, value: Decimal | None, dialect: Dialect) -> Any:
+        if value is None or dialect.name != "sqlite":
+            return value
+        return int(Decimal(value).scaleb(MONEY_SCALE))
+
+    def process_result_value(self, value: Any, dialect: Dialect) -> Decimal | None:
+        if value is None:
+            return None
+        if dialect.name == "sqlite":
+            return Decimal(value).scaleb(-MONEY_SCALE).normalize()
+        return Decimal(value).normalize()
+
+
+MONEY = Money()
 
 
 class UtcDateTime(TypeDecorator[datetime]):

@@ -2,13 +2,16 @@
 
 Revision ID: 0001
 Revises:
-Create Date: 2026-11-23 11:26:06.245909
+Create Date: 2026-11-23
 """
 
 from collections.abc import Sequence
 
 import sqlalchemy as sa
 from alembic import op
+
+from customer_management.store.models import Money
+
 
 revision: str = "0001"
 down_revision: str | None = None
@@ -20,6 +23,7 @@ def upgrade() -> None:
 
     op.create_table(
         "customer",
+        sa.Column("status", sa.String(length=256), nullable=False),
         sa.Column("description", sa.String(length=4096), nullable=False),
         sa.Column("customer_rank", sa.Integer(), nullable=True),
         sa.Column("valid_for_start", sa.DateTime(timezone=True), nullable=True),
@@ -35,7 +39,6 @@ def upgrade() -> None:
         sa.Column("create_time", sa.DateTime(timezone=True), nullable=False),
         sa.Column("update_time", sa.DateTime(timezone=True), nullable=False),
         sa.Column("name", sa.String(length=1024), nullable=False),
-        sa.Column("status", sa.String(length=256), nullable=False),
         sa.Column("body", sa.LargeBinary(), nullable=False),
         sa.PrimaryKeyConstraint("pk", name=op.f("pk_customer")),
         sa.UniqueConstraint("id", name=op.f("uq_customer_id")),
@@ -60,14 +63,12 @@ def upgrade() -> None:
         sa.Column("create_time", sa.DateTime(timezone=True), nullable=False),
         sa.Column("update_time", sa.DateTime(timezone=True), nullable=False),
         sa.Column("name", sa.String(length=1024), nullable=False),
-        sa.Column("status", sa.String(length=256), nullable=False),
         sa.Column("body", sa.LargeBinary(), nullable=False),
         sa.PrimaryKeyConstraint("pk", name=op.f("pk_payment_mean")),
         sa.UniqueConstraint("id", name=op.f("uq_payment_mean_id")),
     )
     with op.batch_alter_table("payment_mean", schema=None) as batch_op:
         batch_op.create_index(batch_op.f("ix_payment_mean_name"), ["name"], unique=False)
-        batch_op.create_index(batch_op.f("ix_payment_mean_status"), ["status"], unique=False)
         batch_op.create_index(batch_op.f("ix_payment_mean_type"), ["type"], unique=False)
 
     op.create_table(
@@ -86,10 +87,11 @@ def upgrade() -> None:
 
     op.create_table(
         "customer_account",
+        sa.Column("status", sa.String(length=256), nullable=False),
         sa.Column("account_type", sa.String(length=256), nullable=False),
         sa.Column("description", sa.String(length=4096), nullable=False),
-        sa.Column("credit_limit", sa.Numeric(precision=21, scale=6), nullable=True),
-        sa.Column("receivable_balance", sa.Numeric(precision=21, scale=6), nullable=True),
+        sa.Column("credit_limit", Money(), nullable=True),
+        sa.Column("receivable_balance", Money(), nullable=True),
         sa.Column("customer_id", sa.String(length=64), nullable=True),
         sa.Column("pin_hash", sa.String(length=256), nullable=True),
         sa.Column(
@@ -103,7 +105,6 @@ def upgrade() -> None:
         sa.Column("create_time", sa.DateTime(timezone=True), nullable=False),
         sa.Column("update_time", sa.DateTime(timezone=True), nullable=False),
         sa.Column("name", sa.String(length=1024), nullable=False),
-        sa.Column("status", sa.String(length=256), nullable=False),
         sa.Column("body", sa.LargeBinary(), nullable=False),
         sa.ForeignKeyConstraint(
             ["customer_id"],
@@ -156,7 +157,7 @@ def upgrade() -> None:
         sa.Column("position", sa.Integer(), nullable=False),
         sa.Column("type", sa.String(length=256), nullable=False),
         sa.Column("status", sa.String(length=256), nullable=False),
-        sa.Column("amount", sa.Numeric(precision=21, scale=6), nullable=True),
+        sa.Column("amount", Money(), nullable=True),
         sa.ForeignKeyConstraint(
             ["account_id"],
             ["customer_account.id"],
@@ -219,7 +220,7 @@ def upgrade() -> None:
         sa.Column("position", sa.Integer(), nullable=False),
         sa.Column("payment_mean_id", sa.String(length=64), nullable=False),
         sa.Column("status", sa.String(length=256), nullable=False),
-        sa.Column("amount", sa.Numeric(precision=21, scale=6), nullable=True),
+        sa.Column("amount", Money(), nullable=True),
         sa.ForeignKeyConstraint(
             ["account_id"],
             ["customer_account.id"],
@@ -270,7 +271,6 @@ def downgrade() -> None:
     op.drop_table("request_key")
     with op.batch_alter_table("payment_mean", schema=None) as batch_op:
         batch_op.drop_index(batch_op.f("ix_payment_mean_type"))
-        batch_op.drop_index(batch_op.f("ix_payment_mean_status"))
         batch_op.drop_index(batch_op.f("ix_payment_mean_name"))
 
     op.drop_table("payment_mean")

@@ -1,0 +1,101 @@
+"""A real server on port 0, over SQLite and PostgreSQL, and a grpc.aio channel to it."""
+
+from __future__ import annotations
+
+import os
+import uuid
+from collections.abc import AsyncIterator, Iterator
+from pathlib import Path
+
+import grpc
+import psycopg
+import pytest
+import pytest_asyncio
+from sqlalchemy import create_engine, text
+
+from customer_management.config import Config
+from customer_management.server import Server
+from customer_management.store.models import Base
+from tmf629.v1 import service_pb2_grpc
+
+POSTGRES_ADMIN_URL = os.environ.get(
+    "CM_TEST_POSTGRES_URL", "postgresql://postgres@127.0.0.1:5432/test"
+)
+IN_CI = os.environ.get("CI", "").lower() == "true"
+
+
+def postgres_database() -> Iterator[str]:
+    """A fresh database for the session, dropped at the end."""
+    try:
+        admin = psycopg.connect(POSTGRES_ADMIN_URL, autocommit=True, connect_timeout=5)
+    except psycopg.OperationalError as error:
+        if IN_CI:
+            pytest.fail(f"PostgreSQL is required in CI but unreachable: {error}")
+        pytest.skip(f"PostgreSQL unreachable: {error}")
+    name = f"cm_test_{uuid.uuid4().hex[:12]}"
+    admin.execute(f'CREATE DATABASE "{name}"')
+    base = POSTGRES_ADMIN_URL.rsplit("/", 1)[0].replace("postgresql://", "postgresql+psycopg://")
+    try:
+        yield f"{base}/{name}"
+    finally:
+        admin.execute(f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)')
+        admin.close()
+
+
+@pytest.fixture(scope="session", params=["sqlite", "postgresql"])
+def database_url(request: pytest.FixtureRequest, tmp_path_factory: pytest.TempPathFactory) -> Iterator[str]:
+    if request.param == "sqlite":
+        yield f"sqlite:///{tmp_path_factory.mktemp('sqlite') / 'test.db'}"
+    else:
+        yield from postgres_database()
+
+
+@pytest_asyncio.fixture(scope="session")
+async def server(database_url: str) -> AsyncIterator[Server]:
+    running = Server(
+        Config(port=0, database_url=database_url, base_url="https://cm.example/tmf", pool_size=8)
+    )
+    await running.start()
+    yield running
+    await running.stop(grace=1)
+
+
+@pytest_asyncio.fixture(scope="session")
+async def channel(server: Server) -> AsyncIterator[grpc.aio.Channel]:
+    async with grpc.aio.insecure_channel(f"127.0.0.1:{server.port}") as channel:
+        yield channel
+
+
+@pytest.fixture
+def stub(channel: grpc.aio.Channel) -> service_pb2_grpc.CustomerManagementServiceStub:
+    return service_pb2_grpc.CustomerManagementServiceStub(channel)
+
+
+@pytest.fixture(autouse=True)
+def _empty_tables(request: pytest.FixtureRequest) -> None:
+    """Every test that talks to the server starts from empty tables."""
+    if "server" not in request.fixturenames and "stub" not in request.fixturenames:
+        return
+    server: Server = request.getfixturevalue("server")
+    with server.database.write_engine.begin() as connection:
+        for table in reversed(Base.metadata.sorted_tables):
+            connection.execute(table.delete())
+
+
+@pytest.fixture
+def sql(server: Server) -> Iterator[object]:
+    """Reads the server's database directly (to check what is stored): a text query with
+    its parameters, or an SQLAlchemy statement (read through the models' column types)."""
+    engine = create_engine(server.database.url)
+    with engine.connect() as connection:
+
+        def query(statement: object, **params: object) -> list[object]:
+            if isinstance(statement, str):
+                statement = text(statement)
+            return list(connection.execute(statement, params).all())  # type: ignore[call-overload]
+
+        yield query
+    engine.dispose()
+
+
+DATA = Path(__file__).with_name("data")

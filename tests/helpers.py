@@ -1,0 +1,59 @@
+"""Small helpers for reading rich errors and building resources in tests."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+from typing import Any
+
+import grpc
+from google.protobuf import json_format
+from google.rpc import error_details_pb2, status_pb2
+
+DATA = Path(__file__).with_name("data")
+
+
+def details(error: grpc.aio.AioRpcError) -> dict[str, Any]:
+    """ErrorInfo reason and the field paths / subjects of an error's google.rpc.Status."""
+    raw = dict(error.trailing_metadata() or ()).get("grpc-status-details-bin")
+    assert raw, f"no google.rpc.Status in {error}"
+    status = status_pb2.Status.FromString(raw)
+    assert status.code == error.code().value[0]
+    out: dict[str, Any] = {"fields": [], "subjects": [], "reason": None}
+    for detail in status.details:
+        for kind in (
+            error_details_pb2.ErrorInfo,
+            error_details_pb2.BadRequest,
+            error_details_pb2.PreconditionFailure,
+        ):
+            if detail.Is(kind.DESCRIPTOR):
+                message = kind()
+                detail.Unpack(message)
+                if isinstance(message, error_details_pb2.ErrorInfo):
+                    out["reason"] = message.reason
+                    out["domain"] = message.domain
+                    out["metadata"] = dict(message.metadata)
+                elif isinstance(message, error_details_pb2.BadRequest):
+                    out["fields"] = [v.field for v in message.field_violations]
+                else:
+                    out["subjects"] = [v.subject for v in message.violations]
+    return out
+
+
+def seed(name: str) -> dict[str, Any]:
+    data: dict[str, Any] = json.loads((DATA / f"{name}.json").read_text())
+    return data
+
+
+def parse(message_type: type, data: dict[str, Any]) -> Any:
+    return json_format.ParseDict(data, message_type())
+
+
+async def fails(call: Any, code: grpc.StatusCode) -> dict[str, Any]:
+    """Awaits a call that must fail with `code`; returns its error details."""
+    try:
+        await call
+    except grpc.aio.AioRpcError as error:
+        assert error.code() == code, f"{error.code()} {error.details()}"
+        return details(error)
+    raise AssertionError(f"the call succeeded; expected {code}")
