@@ -6,11 +6,10 @@ from decimal import Decimal
 
 import grpc
 from google.protobuf.field_mask_pb2 import FieldMask
-from helpers import fails
 from sqlalchemy import select
 
 from customer_management.store.models import AccountBalanceRow, CustomerAccountRow, PaymentPlanRow
-
+from helpers import fails
 from tmf629.v1 import service_pb2 as pb
 from tmf629.v1.common_pb2 import CustomerRef, PaymentMeanRef
 from tmf629.v1.customer_account_pb2 import CustomerAccount, PaymentPlan
@@ -51,7 +50,8 @@ async def test_required_fields_and_ranges(stub) -> None:
     account.payment_plan.add(number_of_payments=-1, priority=-1)
     account.payment_plan.add()
     info = await fails(
-        stub.CreateCustomerAccount(pb.CreateCustomerAccountRequest(customer_account=account)), INVALID
+        stub.CreateCustomerAccount(pb.CreateCustomerAccountRequest(customer_account=account)),
+        INVALID,
     )
     assert sorted(info["fields"]) == sorted(
         [
@@ -80,7 +80,9 @@ async def test_money_is_stored_as_exact_decimal(stub, sql) -> None:
     account.payment_plan.add(
         type="T", status="Effective", priority=0, amount=15.3, payment_mean=PaymentMeanRef(id=pm.id)
     )
-    created = await stub.CreateCustomerAccount(pb.CreateCustomerAccountRequest(customer_account=account))
+    created = await stub.CreateCustomerAccount(
+        pb.CreateCustomerAccountRequest(customer_account=account)
+    )
     assert created.credit_limit == 1212121 and created.receivable_balance == 52.3
     row = CustomerAccountRow
     [(limit, balance)] = sql(
@@ -95,13 +97,17 @@ async def test_money_is_stored_as_exact_decimal(stub, sql) -> None:
     [(raw,)] = sql("SELECT receivable_balance FROM customer_account")
     assert Decimal(raw) in (Decimal("52.3"), Decimal("52300000"))
     # Filtering compares the exact decimal, not a binary float.
-    listed = await stub.ListCustomerAccounts(pb.ListCustomerAccountsRequest(filter="receivableBalance = 52.3"))
+    listed = await stub.ListCustomerAccounts(
+        pb.ListCustomerAccountsRequest(filter="receivableBalance = 52.3")
+    )
     assert [a.id for a in listed.customer_accounts] == [created.id]
 
 
 async def test_money_beyond_exact_range_is_rejected(stub) -> None:
     for value in (0.1234567, 1e16, float("nan")):
-        info = await fails(create(stub, name="a", account_type="x", receivable_balance=value), INVALID)
+        info = await fails(
+            create(stub, name="a", account_type="x", receivable_balance=value), INVALID
+        )
         assert info["fields"] == ["customer_account.receivable_balance"]
 
 
@@ -110,7 +116,9 @@ async def test_pin_is_write_only_and_hashed(stub, sql) -> None:
     assert created.pin == ""
     got = await stub.GetCustomerAccount(pb.GetCustomerAccountRequest(id=created.id))
     assert got.pin == ""
-    [(pin_hash, body)] = sql("SELECT pin_hash, body FROM customer_account WHERE id = :id", id=created.id)
+    [(pin_hash, body)] = sql(
+        "SELECT pin_hash, body FROM customer_account WHERE id = :id", id=created.id
+    )
     assert pin_hash.startswith("scrypt$") and "1234" not in pin_hash
     assert b"1234" not in bytes(body)
     # An update that does not mention the PIN keeps it; `*` keeps it too.
@@ -147,16 +155,28 @@ async def test_references_must_exist_and_are_filled(stub) -> None:
         pb.CreateCustomerRequest(customer=Customer(name="Owner", description="d"))
     )
     pm = await bank_payment_mean(stub)
-    account = CustomerAccount(name="a", account_type="x", customer=CustomerRef(id=owner.id, name="wrong"))
+    account = CustomerAccount(
+        name="a", account_type="x", customer=CustomerRef(id=owner.id, name="wrong")
+    )
     account.payment_plan.append(
         PaymentPlan(type="t", status="s", priority=1, payment_mean=PaymentMeanRef(id=pm.id))
     )
-    created = await stub.CreateCustomerAccount(pb.CreateCustomerAccountRequest(customer_account=account))
-    assert created.customer == CustomerRef(id=owner.id, href=owner.href, name="Owner", description="d")
-    assert created.payment_plan[0].payment_mean == PaymentMeanRef(id=pm.id, href=pm.href, name="debit")
+    created = await stub.CreateCustomerAccount(
+        pb.CreateCustomerAccountRequest(customer_account=account)
+    )
+    assert created.customer == CustomerRef(
+        id=owner.id, href=owner.href, name="Owner", description="d"
+    )
+    assert created.payment_plan[0].payment_mean == PaymentMeanRef(
+        id=pm.id, href=pm.href, name="debit"
+    )
     related = CustomerAccount(name="b", account_type="x")
-    related.customer_account_relationship.add(relationship_type="parent").customer_account.add(id=created.id)
-    linked = await stub.CreateCustomerAccount(pb.CreateCustomerAccountRequest(customer_account=related))
+    related.customer_account_relationship.add(relationship_type="parent").customer_account.add(
+        id=created.id
+    )
+    linked = await stub.CreateCustomerAccount(
+        pb.CreateCustomerAccountRequest(customer_account=related)
+    )
     ref = linked.customer_account_relationship[0].customer_account[0]
     assert (ref.name, ref.status, ref.href) == ("a", "Created", created.href)
 
@@ -165,8 +185,12 @@ async def test_deleting_referenced_resources_fails_and_says_which(stub) -> None:
     owner = await stub.CreateCustomer(pb.CreateCustomerRequest(customer=Customer(name="Owner")))
     pm = await bank_payment_mean(stub)
     account = CustomerAccount(name="a", account_type="x", customer=CustomerRef(id=owner.id))
-    account.payment_plan.add(type="t", status="s", priority=1, payment_mean=PaymentMeanRef(id=pm.id))
-    account = await stub.CreateCustomerAccount(pb.CreateCustomerAccountRequest(customer_account=account))
+    account.payment_plan.add(
+        type="t", status="s", priority=1, payment_mean=PaymentMeanRef(id=pm.id)
+    )
+    account = await stub.CreateCustomerAccount(
+        pb.CreateCustomerAccountRequest(customer_account=account)
+    )
     info = await fails(stub.DeleteCustomer(pb.DeleteCustomerRequest(id=owner.id)), FAILED)
     assert info["reason"] == "RESOURCE_IN_USE"
     assert info["subjects"] == [f"customer_account/{account.id}"]
@@ -186,7 +210,9 @@ async def test_customer_lists_of_accounts_and_payment_means_are_references(stub)
     created = await stub.CreateCustomer(pb.CreateCustomerRequest(customer=customer))
     assert created.customer_account[0].status == "Active"
     assert created.payment_mean[0].name == "debit"
-    info = await fails(stub.DeleteCustomerAccount(pb.DeleteCustomerAccountRequest(id=account.id)), FAILED)
+    info = await fails(
+        stub.DeleteCustomerAccount(pb.DeleteCustomerAccountRequest(id=account.id)), FAILED
+    )
     assert info["subjects"] == [f"customer/{created.id}"]
     customer.customer_account.add(id="ghost")
     info = await fails(stub.CreateCustomer(pb.CreateCustomerRequest(customer=customer)), FAILED)

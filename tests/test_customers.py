@@ -6,8 +6,8 @@ import asyncio
 
 import grpc
 from google.protobuf.field_mask_pb2 import FieldMask
-from helpers import fails
 
+from helpers import fails
 from tmf629.v1 import service_pb2 as pb
 from tmf629.v1.common_pb2 import Characteristic, ContactMedium, Medium, TimePeriod
 from tmf629.v1.customer_pb2 import Customer
@@ -40,7 +40,9 @@ async def test_client_values_for_output_only_fields_are_ignored(stub) -> None:
 
 
 async def test_get_unknown_id_is_not_found_and_empty_id_invalid(stub) -> None:
-    info = await fails(stub.GetCustomer(pb.GetCustomerRequest(id="nope")), grpc.StatusCode.NOT_FOUND)
+    info = await fails(
+        stub.GetCustomer(pb.GetCustomerRequest(id="nope")), grpc.StatusCode.NOT_FOUND
+    )
     assert info["reason"] == "RESOURCE_NOT_FOUND"
     info = await fails(stub.GetCustomer(pb.GetCustomerRequest()), INVALID)
     assert info["fields"] == ["id"]
@@ -50,7 +52,10 @@ async def test_validation_names_every_bad_field(stub) -> None:
     bad = Customer(
         valid_for=TimePeriod(),
         characteristic=[Characteristic(name="hobby")],
-        contact_medium=[ContactMedium(medium=Medium(email_address="a@b.c")), ContactMedium(type="Email")],
+        contact_medium=[
+            ContactMedium(medium=Medium(email_address="a@b.c")),
+            ContactMedium(type="Email"),
+        ],
     )
     bad.valid_for.start_date_time.FromSeconds(2000)
     bad.valid_for.end_date_time.FromSeconds(1000)
@@ -132,7 +137,9 @@ async def test_update_validates_the_result(stub) -> None:
     created = await create(stub, name="Jane")
     info = await fails(
         stub.UpdateCustomer(
-            pb.UpdateCustomerRequest(customer=Customer(id=created.id), update_mask=FieldMask(paths=["name"]))
+            pb.UpdateCustomerRequest(
+                customer=Customer(id=created.id), update_mask=FieldMask(paths=["name"])
+            )
         ),
         INVALID,
     )
@@ -141,7 +148,9 @@ async def test_update_validates_the_result(stub) -> None:
 
 async def test_update_that_changes_nothing_keeps_the_etag(stub) -> None:
     created = await create(stub, name="Jane")
-    same = await stub.UpdateCustomer(pb.UpdateCustomerRequest(customer=Customer(id=created.id, name="Jane")))
+    same = await stub.UpdateCustomer(
+        pb.UpdateCustomerRequest(customer=Customer(id=created.id, name="Jane"))
+    )
     assert same.etag == created.etag and same.update_time == created.update_time
 
 
@@ -157,16 +166,23 @@ async def test_stale_etag_aborts_update_and_delete_current_etag_applies(stub) ->
         grpc.StatusCode.ABORTED,
     )
     assert info["reason"] == "ETAG_MISMATCH" and info["metadata"]["current_etag"] == "2"
-    await fails(stub.DeleteCustomer(pb.DeleteCustomerRequest(id=created.id, etag="1")), grpc.StatusCode.ABORTED)
+    await fails(
+        stub.DeleteCustomer(pb.DeleteCustomerRequest(id=created.id, etag="1")),
+        grpc.StatusCode.ABORTED,
+    )
     await stub.DeleteCustomer(pb.DeleteCustomerRequest(id=created.id, etag="2"))
     await fails(stub.GetCustomer(pb.GetCustomerRequest(id=created.id)), grpc.StatusCode.NOT_FOUND)
-    await fails(stub.DeleteCustomer(pb.DeleteCustomerRequest(id=created.id)), grpc.StatusCode.NOT_FOUND)
+    await fails(
+        stub.DeleteCustomer(pb.DeleteCustomerRequest(id=created.id)), grpc.StatusCode.NOT_FOUND
+    )
 
 
 async def test_concurrent_updates_with_one_etag_only_one_wins(stub) -> None:
     created = await create(stub, name="Jane")
     calls = [
-        stub.UpdateCustomer(pb.UpdateCustomerRequest(customer=Customer(id=created.id, etag="1", name=f"n{i}")))
+        stub.UpdateCustomer(
+            pb.UpdateCustomerRequest(customer=Customer(id=created.id, etag="1", name=f"n{i}"))
+        )
         for i in range(8)
     ]
     results = await asyncio.gather(*calls, return_exceptions=True)
@@ -184,7 +200,9 @@ async def test_request_id_retry_returns_first_result_and_creates_one(stub) -> No
     listed = await stub.ListCustomers(pb.ListCustomersRequest())
     assert [c.id for c in listed.customers] == [first.id]
     # Later changes do not alter what the retry answers: the first result.
-    await stub.UpdateCustomer(pb.UpdateCustomerRequest(customer=Customer(id=first.id, name="Changed")))
+    await stub.UpdateCustomer(
+        pb.UpdateCustomerRequest(customer=Customer(id=first.id, name="Changed"))
+    )
     assert await stub.CreateCustomer(request) == first
 
 
@@ -196,7 +214,9 @@ async def test_request_id_reused_for_another_request_fails(stub) -> None:
     )
     assert info["reason"] == "REQUEST_ID_REUSED"
     info = await fails(
-        stub.CreateCustomer(pb.CreateCustomerRequest(customer=Customer(name="B"), request_id="k" * 129)),
+        stub.CreateCustomer(
+            pb.CreateCustomerRequest(customer=Customer(name="B"), request_id="k" * 129)
+        ),
         INVALID,
     )
     assert info["fields"] == ["request_id"]

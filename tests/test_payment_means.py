@@ -6,8 +6,8 @@ from datetime import UTC, datetime, timedelta
 
 import grpc
 from google.protobuf.field_mask_pb2 import FieldMask
-from helpers import fails
 
+from helpers import fails
 from tmf629.v1 import service_pb2 as pb
 from tmf629.v1.payment_mean_pb2 import BankAccount, CreditCard, PaymentMean
 
@@ -22,7 +22,9 @@ def card(number: str = CARD, days: int = 365) -> CreditCard:
 
 
 async def create(stub, **fields) -> PaymentMean:
-    return await stub.CreatePaymentMean(pb.CreatePaymentMeanRequest(payment_mean=PaymentMean(**fields)))
+    return await stub.CreatePaymentMean(
+        pb.CreatePaymentMeanRequest(payment_mean=PaymentMean(**fields))
+    )
 
 
 async def test_type_calls_for_its_detail(stub) -> None:
@@ -30,7 +32,16 @@ async def test_type_calls_for_its_detail(stub) -> None:
     assert info["fields"] == ["payment_mean.bank_account"]
     info = await fails(create(stub, name="x", type="CreditCard"), INVALID)
     assert info["fields"] == ["payment_mean.credit_card"]
-    info = await fails(create(stub, name="x", type="CreditCard", credit_card=card(), bank_account=BankAccount(iban="DE89370400440532013000")), INVALID)
+    info = await fails(
+        create(
+            stub,
+            name="x",
+            type="CreditCard",
+            credit_card=card(),
+            bank_account=BankAccount(iban="DE89370400440532013000"),
+        ),
+        INVALID,
+    )
     assert info["fields"] == ["payment_mean.bank_account"]
     info = await fails(create(stub), INVALID)
     assert info["fields"] == ["payment_mean.name", "payment_mean.type"]
@@ -46,7 +57,12 @@ async def test_iban_and_bic_are_checked_and_normalised(stub) -> None:
     assert created.bank_account.iban == "DE89370400440532013000"
     assert created.bank_account.bic == "COBADEFFXXX"
     info = await fails(
-        create(stub, name="x", type="BankAccountDebit", bank_account=BankAccount(iban="DE89370400440532013001", bic="COBADE")),
+        create(
+            stub,
+            name="x",
+            type="BankAccountDebit",
+            bank_account=BankAccount(iban="DE89370400440532013001", bic="COBADE"),
+        ),
         INVALID,
     )
     assert info["fields"] == ["payment_mean.bank_account.iban", "payment_mean.bank_account.bic"]
@@ -75,7 +91,11 @@ async def test_card_number_is_kept_only_masked(stub, sql) -> None:
 
 async def test_bad_cards_are_rejected(stub) -> None:
     for number in ("4111111111111112", "xxxxx1234", "41111111111", "4" * 20):
-        info = await fails(create(stub, name="c", type="CreditCard", credit_card=card(number)), INVALID)
+        info = await fails(
+            create(stub, name="c", type="CreditCard", credit_card=card(number)), INVALID
+        )
         assert info["fields"] == ["payment_mean.credit_card.number"], number
-    info = await fails(create(stub, name="c", type="CreditCard", credit_card=card(days=-1)), INVALID)
+    info = await fails(
+        create(stub, name="c", type="CreditCard", credit_card=card(days=-1)), INVALID
+    )
     assert info["fields"] == ["payment_mean.credit_card.expiration_date"]

@@ -8,9 +8,8 @@ import signal
 
 import grpc
 from grpc_health.v1 import health, health_pb2, health_pb2_grpc
-from grpc_reflection.v1alpha import reflection
-from tmf629.v1 import service_pb2, service_pb2_grpc
 
+from customer_management.api import reflection
 from customer_management.api.errors import ErrorInterceptor
 from customer_management.api.servicer import CustomerManagementServicer
 from customer_management.config import Config
@@ -20,6 +19,7 @@ from customer_management.domain.payment_means import PaymentMeanKind
 from customer_management.domain.service import ResourceService, Settings
 from customer_management.store import migrate
 from customer_management.store.database import Database
+from tmf629.v1 import service_pb2, service_pb2_grpc
 
 log = logging.getLogger(__name__)
 SERVICE_NAME = service_pb2.DESCRIPTOR.services_by_name["CustomerManagementService"].full_name
@@ -45,9 +45,7 @@ class Server:
         )
         service_pb2_grpc.add_CustomerManagementServiceServicer_to_server(servicer, self.grpc)
         health_pb2_grpc.add_HealthServicer_to_server(self.health, self.grpc)
-        reflection.enable_server_reflection(
-            (SERVICE_NAME, health.SERVICE_NAME, reflection.SERVICE_NAME), self.grpc
-        )
+        reflection.enable(self.grpc, SERVICE_NAME, health.SERVICE_NAME)
 
     async def start(self) -> int:
         await asyncio.to_thread(migrate.upgrade, self.database)

@@ -145,7 +145,7 @@ class CreditCard(_message.Message):
     credit_card_holder: _builtins.str
     """Name of the card holder."""
     type: _builtins.str
-    """Card brand (Visa, Mastercard …); derived from the number when empty."""
+    """Card brand (Visa, Mastercard …)."""
     number: _builtins.str
     """The full card number on input (12 to 19 digits, Luhn-checked);
     masked (************1111) on output.

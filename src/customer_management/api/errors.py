@@ -9,7 +9,7 @@ from __future__ import annotations
 
 import logging
 from collections.abc import AsyncIterator, Awaitable, Callable
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import grpc
 from google.protobuf import any_pb2
@@ -25,13 +25,19 @@ from customer_management.domain.errors import (
 from customer_management.store.errors import StoreConflict, StoreUnavailable
 
 DOMAIN = "tmf629.customer-management"
+
+if TYPE_CHECKING:  # grpc-stubs makes it generic; at run time it is not
+    _Interceptor = grpc.aio.ServerInterceptor[Any, Any]
+else:
+    _Interceptor = grpc.aio.ServerInterceptor
 log = logging.getLogger(__name__)
 
 
-class Malformed:
+class Malformed(Exception):
     """Stands in for a request whose bytes did not parse."""
 
     def __init__(self, error: Exception) -> None:
+        super().__init__(str(error))
         self.error = error
 
 
@@ -108,25 +114,27 @@ def _safe(deserializer: Callable[[bytes], Any] | None) -> Callable[[bytes], Any]
     return deserialize
 
 
-class ErrorInterceptor(grpc.aio.ServerInterceptor):
+class ErrorInterceptor(_Interceptor):
     """Wraps every unary-request method of every service with the error mapping."""
 
     def __init__(self) -> None:
-        self._handlers: dict[str, grpc.RpcMethodHandler] = {}
+        self._handlers: dict[str, grpc.RpcMethodHandler[Any, Any]] = {}
 
     async def intercept_service(
         self,
-        continuation: Callable[[grpc.HandlerCallDetails], Awaitable[grpc.RpcMethodHandler]],
+        continuation: Callable[
+            [grpc.HandlerCallDetails], Awaitable[grpc.RpcMethodHandler[Any, Any]]
+        ],
         details: grpc.HandlerCallDetails,
-    ) -> grpc.RpcMethodHandler:
-        method: str = details.method  # type: ignore[attr-defined]
+    ) -> grpc.RpcMethodHandler[Any, Any]:
+        method: str = details.method
         cached = self._handlers.get(method)
         if cached is not None:
             return cached
         handler = await continuation(details)
         if handler is None:
             return handler
-        wrapped = _wrap(handler)
+        wrapped: grpc.RpcMethodHandler[Any, Any] = _wrap(handler)
         self._handlers[method] = wrapped
         return wrapped
 
@@ -138,12 +146,12 @@ def _wrap(handler: Any) -> Any:
         async def unary_unary(request: Any, context: grpc.aio.ServicerContext[Any, Any]) -> Any:
             try:
                 if isinstance(request, Malformed):
-                    raise request.error
+                    raise request
                 return await behavior(request, context)
             except grpc.aio.AbortError:
                 raise
             except Exception as error:
-                await abort(context, _malformed(request, error))
+                await abort(context, error)
 
         return handler._replace(
             unary_unary=unary_unary, request_deserializer=_safe(handler.request_deserializer)
@@ -156,19 +164,15 @@ def _wrap(handler: Any) -> Any:
         ) -> AsyncIterator[Any]:
             try:
                 if isinstance(request, Malformed):
-                    raise request.error
+                    raise request
                 async for response in stream(request, context):
                     yield response
             except grpc.aio.AbortError:
                 raise
             except Exception as error:
-                await abort(context, _malformed(request, error))
+                await abort(context, error)
 
         return handler._replace(
             unary_stream=unary_stream, request_deserializer=_safe(handler.request_deserializer)
         )
     return handler
-
-
-def _malformed(request: Any, error: Exception) -> Exception:
-    return request if isinstance(request, Malformed) else error

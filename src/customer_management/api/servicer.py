@@ -5,13 +5,13 @@ from __future__ import annotations
 from typing import Any
 
 from google.protobuf.empty_pb2 import Empty
+
+from customer_management.domain.service import ResourceService
 from tmf629.v1 import service_pb2 as pb
 from tmf629.v1 import service_pb2_grpc
 from tmf629.v1.customer_account_pb2 import CustomerAccount
 from tmf629.v1.customer_pb2 import Customer
 from tmf629.v1.payment_mean_pb2 import PaymentMean
-
-from customer_management.domain.service import ResourceService
 
 Context = Any
 

@@ -6,8 +6,6 @@ from datetime import datetime
 from decimal import Decimal
 from typing import Any
 
-from tmf629.v1.customer_account_pb2 import CustomerAccount
-
 from customer_management.domain.kinds import (
     CODE_MAX,
     NAME_MAX,
@@ -26,6 +24,7 @@ from customer_management.store.models import (
     Base,
     PaymentPlanRow,
 )
+from tmf629.v1.customer_account_pb2 import CustomerAccount
 
 
 def _amount(message: Any, name: str, path: str, v: Violations, *, negative: bool) -> Decimal | None:

@@ -5,8 +5,6 @@ from __future__ import annotations
 from datetime import datetime
 from typing import Any
 
-from tmf629.v1.customer_pb2 import Customer
-
 from customer_management.domain.kinds import (
     NAME_MAX,
     Column,
@@ -19,6 +17,7 @@ from customer_management.domain.kinds import (
 )
 from customer_management.domain.validation import Violations, check_period, period_bounds
 from customer_management.store.models import Base, CustomerAccountLink, CustomerPaymentMeanLink
+from tmf629.v1.customer_pb2 import Customer
 
 
 class CustomerKind(Kind[Customer]):

@@ -7,10 +7,10 @@ from dataclasses import dataclass
 from typing import Any, ClassVar, Generic, TypeVar
 
 from google.protobuf.message import Message
-from tmf629.v1.common_pb2 import ContactMedium, RelatedParty
 
 from customer_management.domain.validation import Violations, check_period
 from customer_management.store.models import Base
+from tmf629.v1.common_pb2 import ContactMedium, RelatedParty
 
 M = TypeVar("M", bound=Message)
 

@@ -2,14 +2,17 @@
 
 from __future__ import annotations
 
+from typing import Any, TypeVar
+
 from google.api import field_behavior_pb2
 from google.protobuf.descriptor import Descriptor
 from google.protobuf.field_mask_pb2 import FieldMask
 from google.protobuf.message import Message
-from tmf629.v1 import customer_account_pb2, customer_pb2, payment_mean_pb2
 
 from customer_management.domain.errors import FieldViolation, InvalidArgument
+from tmf629.v1 import customer_account_pb2, customer_pb2, payment_mean_pb2
 
+T = TypeVar("T", bound=Message)
 WILDCARD = "*"
 
 
@@ -68,7 +71,7 @@ def effective_paths(patch: Message, mask: FieldMask) -> list[str]:
     return paths
 
 
-def _resolve(descriptor: Descriptor, path: str) -> str | None:
+def _resolve(descriptor: Any, path: str) -> str | None:
     """`validFor.endDateTime` → `valid_for.end_date_time`; None if any part is unknown."""
     names = []
     current: Descriptor | None = descriptor
@@ -86,7 +89,7 @@ def _resolve(descriptor: Descriptor, path: str) -> str | None:
     return ".".join(names)
 
 
-def merge(current: Message, patch: Message, paths: list[str]) -> Message:
+def merge(current: T, patch: T, paths: list[str]) -> T:
     """`current` with the fields at `paths` taken from `patch`; messages are replaced whole."""
     merged = type(current)()
     merged.CopyFrom(current)

@@ -8,9 +8,9 @@ from schwifty import BIC, IBAN
 from schwifty.exceptions import SchwiftyException
 from stdnum import luhn
 from stdnum.exceptions import ValidationError
-from tmf629.v1.payment_mean_pb2 import BankAccount, CreditCard
 
 from customer_management.domain.validation import Violations, representable, timestamp
+from tmf629.v1.payment_mean_pb2 import BankAccount, CreditCard
 
 CARD_MIN_DIGITS = 12
 CARD_MAX_DIGITS = 19

@@ -5,8 +5,6 @@ from __future__ import annotations
 from datetime import datetime
 from typing import Any
 
-from tmf629.v1.payment_mean_pb2 import PaymentMean
-
 from customer_management.domain.kinds import (
     CODE_MAX,
     NAME_MAX,
@@ -18,6 +16,7 @@ from customer_management.domain.kinds import (
 )
 from customer_management.domain.payment_details import check_bank_account, check_credit_card
 from customer_management.domain.validation import Violations, check_period, period_bounds
+from tmf629.v1.payment_mean_pb2 import PaymentMean
 
 # Types that call for a bankAccount (BankAccountDebit, BankAccountTransfer …) and those
 # that call for a creditCard; other types carry whichever detail the caller gives.

@@ -222,8 +222,8 @@ class ResourceService(Generic[M]):
         """Removes the write-only PIN from the resource (it is stored apart, hashed)."""
         if "pin" not in resource.DESCRIPTOR.fields_by_name:
             return ""
-        pin: str = resource.pin
-        resource.ClearField("pin")  # type: ignore[arg-type]
+        pin: str = getattr(resource, "pin")  # noqa: B009 (only accounts have one)
+        resource.ClearField("pin")
         if pin and (problem := pin_problem(pin)):
             path = f"{self.kind.field}.pin"
             raise InvalidArgument(f"{path} {problem}", violations=[FieldViolation(path, problem)])

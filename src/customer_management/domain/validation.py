@@ -8,9 +8,9 @@ from decimal import Decimal
 
 from google.protobuf.message import Message
 from google.protobuf.timestamp_pb2 import Timestamp
-from tmf629.v1.common_pb2 import TimePeriod
 
 from customer_management.domain.errors import FieldViolation, InvalidArgument
+from tmf629.v1.common_pb2 import TimePeriod
 
 MAX_STRING = 4096
 """Longest string any field takes (names and short codes take less, see columns)."""

@@ -25,8 +25,8 @@ from sqlalchemy import (
     String,
     TypeDecorator,
 )
-from sqlalchemy.types import TypeEngine
 from sqlalchemy.orm import DeclarativeBase, Mapped, mapped_column
+from sqlalchemy.types import TypeEngine
 
 NAMING_CONVENTION = {
     "ix": "ix_%(column_0_label)s",
@@ -97,7 +97,7 @@ class ResourceRow(Base):
     """Columns every resource has. `pk` orders rows by creation (newest first)."""
 
     __abstract__ = True
-    __mapper_args__ = {"eager_defaults": True}
+    __mapper_args__ = {"eager_defaults": True}  # noqa: RUF012 (SQLAlchemy declares it)
 
     pk: Mapped[int] = mapped_column(BIG_ID, primary_key=True, autoincrement=True)
     id: Mapped[str] = mapped_column(String(64), unique=True)

@@ -1,4 +1,4 @@
-"""Alembic environment: runs on the connection that `customer_management.store.migrate` hands over."""
+"""Alembic environment: runs on the connection `store.migrate` hands over."""
 
 from alembic import context
 

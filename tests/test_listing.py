@@ -1,0 +1,84 @@
+"""List: newest first, opaque keyset pages, equality filters and order_by."""
+
+from __future__ import annotations
+
+import grpc
+
+from helpers import fails
+from tmf629.v1 import service_pb2 as pb
+from tmf629.v1.customer_pb2 import Customer
+
+INVALID = grpc.StatusCode.INVALID_ARGUMENT
+
+
+async def make(stub, count: int, **fields) -> list[Customer]:
+    return [
+        await stub.CreateCustomer(
+            pb.CreateCustomerRequest(customer=Customer(name=f"c{i:02}", **fields))
+        )
+        for i in range(count)
+    ]
+
+
+async def all_pages(stub, **request) -> list[Customer]:
+    items: list[Customer] = []
+    token = ""
+    while True:
+        page = await stub.ListCustomers(pb.ListCustomersRequest(page_token=token, **request))
+        items.extend(page.customers)
+        token = page.next_page_token
+        if not token:
+            return items
+
+
+async def test_pages_walk_everything_newest_first(stub) -> None:
+    created = await make(stub, 7)
+    listed = await all_pages(stub, page_size=3)
+    assert [c.id for c in listed] == [c.id for c in reversed(created)]
+    assert listed[0] == created[-1]
+
+
+async def test_pages_stay_stable_while_others_insert(stub) -> None:
+    created = await make(stub, 4)
+    first = await stub.ListCustomers(pb.ListCustomersRequest(page_size=2))
+    await make(stub, 3)  # newer rows land before the first page, not in the next one
+    second = await stub.ListCustomers(
+        pb.ListCustomersRequest(page_size=2, page_token=first.next_page_token)
+    )
+    assert [c.id for c in [*first.customers, *second.customers]] == [
+        c.id for c in reversed(created)
+    ]
+
+
+async def test_equality_filter_and_order(stub) -> None:
+    await make(stub, 3, status="Active")
+    await make(stub, 2, status="Former")
+    active = await all_pages(stub, filter='status = "Active"', order_by="name desc", page_size=2)
+    assert [c.name for c in active] == ["c02", "c01", "c00"]
+    one = await all_pages(stub, filter="status = 'Former' AND name = \"c01\"")
+    assert [c.name for c in one] == ["c01"]
+    by_name = await all_pages(stub, order_by="name, createTime desc", page_size=2)
+    assert [c.name for c in by_name] == ["c00", "c00", "c01", "c01", "c02"]
+
+
+async def test_bad_list_requests_are_invalid(stub) -> None:
+    await make(stub, 3)
+    page = await stub.ListCustomers(pb.ListCustomersRequest(page_size=1))
+    for request, field in [
+        (pb.ListCustomersRequest(page_size=-1), "page_size"),
+        (pb.ListCustomersRequest(filter="shoe = 1"), "filter"),
+        (pb.ListCustomersRequest(filter="name ~ 1"), "filter"),
+        (pb.ListCustomersRequest(filter="customerRank = x"), "filter"),
+        (pb.ListCustomersRequest(order_by="body"), "order_by"),
+        (pb.ListCustomersRequest(order_by="name sideways"), "order_by"),
+        (pb.ListCustomersRequest(page_token="garbage"), "page_token"),
+        (pb.ListCustomersRequest(page_token=page.next_page_token, order_by="name"), "page_token"),
+    ]:
+        info = await fails(stub.ListCustomers(request), INVALID)
+        assert info["fields"] == [field], request
+
+
+async def test_page_size_is_capped(stub) -> None:
+    await make(stub, 2)
+    page = await stub.ListCustomers(pb.ListCustomersRequest(page_size=100000))
+    assert len(page.customers) == 2 and not page.next_page_token
