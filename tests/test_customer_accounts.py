@@ -217,3 +217,27 @@ async def test_customer_lists_of_accounts_and_payment_means_are_references(stub)
     customer.customer_account.add(id="ghost")
     info = await fails(stub.CreateCustomer(pb.CreateCustomerRequest(customer=customer)), FAILED)
     assert info["subjects"] == ["customer_account/ghost"]
+
+
+async def test_money_filters_take_exact_amounts_only(stub) -> None:
+    await create(stub, name="a", account_type="x", credit_limit=1)
+    listed = await stub.ListCustomerAccounts(
+        pb.ListCustomerAccountsRequest(filter="creditLimit = 1.000000")
+    )
+    assert len(listed.customer_accounts) == 1
+    info = await fails(
+        stub.ListCustomerAccounts(pb.ListCustomerAccountsRequest(filter="creditLimit = 1.0000001")),
+        INVALID,
+    )
+    assert info["fields"] == ["filter"]
+
+
+async def test_request_id_with_another_pin_is_a_different_request(stub) -> None:
+    first = pb.CreateCustomerAccountRequest(
+        customer_account=CustomerAccount(name="a", account_type="x", pin="1234"), request_id="pin-1"
+    )
+    created = await stub.CreateCustomerAccount(first)
+    assert await stub.CreateCustomerAccount(first) == created
+    first.customer_account.pin = "9999"
+    info = await fails(stub.CreateCustomerAccount(first), FAILED)
+    assert info["reason"] == "REQUEST_ID_REUSED"

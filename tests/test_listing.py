@@ -82,3 +82,12 @@ async def test_page_size_is_capped(stub) -> None:
     await make(stub, 2)
     page = await stub.ListCustomers(pb.ListCustomersRequest(page_size=100000))
     assert len(page.customers) == 2 and not page.next_page_token
+
+
+async def test_quoted_values_may_hold_and_and_the_keyword_is_case_blind(stub) -> None:
+    await stub.CreateCustomer(pb.CreateCustomerRequest(customer=Customer(name="Smith AND Jones")))
+    await make(stub, 1, status="Active")
+    found = await all_pages(stub, filter='name = "Smith AND Jones"')
+    assert [c.name for c in found] == ["Smith AND Jones"]
+    found = await all_pages(stub, filter="status = Active and name = c00")
+    assert [c.name for c in found] == ["c00"]

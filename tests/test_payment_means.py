@@ -99,3 +99,37 @@ async def test_bad_cards_are_rejected(stub) -> None:
         create(stub, name="c", type="CreditCard", credit_card=card(days=-1)), INVALID
     )
     assert info["fields"] == ["payment_mean.credit_card.expiration_date"]
+
+
+async def test_a_card_that_expired_since_does_not_block_other_changes(stub, server) -> None:
+    from sqlalchemy import update
+
+    from customer_management.store.models import PaymentMeanRow
+
+    created = await create(stub, name="card", type="CreditCard", credit_card=card())
+    expired = PaymentMean()
+    expired.CopyFrom(created)
+    expired.credit_card.expiration_date.FromSeconds(1_000_000_000)
+    with server.database.write_engine.begin() as connection:  # time passes…
+        body = PaymentMean.FromString(expired.SerializeToString())
+        for name in ("id", "href", "etag", "create_time", "update_time"):
+            body.ClearField(name)
+        connection.execute(
+            update(PaymentMeanRow)
+            .where(PaymentMeanRow.id == created.id)
+            .values(body=body.SerializeToString())
+        )
+    got = await stub.GetPaymentMean(pb.GetPaymentMeanRequest(id=created.id))
+    renamed = await stub.UpdatePaymentMean(
+        pb.UpdatePaymentMeanRequest(payment_mean=PaymentMean(id=got.id, name="old card"))
+    )
+    assert renamed.name == "old card"
+    info = await fails(
+        stub.UpdatePaymentMean(
+            pb.UpdatePaymentMeanRequest(
+                payment_mean=PaymentMean(id=got.id, credit_card=card(days=-3))
+            )
+        ),
+        INVALID,
+    )
+    assert "payment_mean.credit_card.expiration_date" in info["fields"]

@@ -47,3 +47,25 @@ async def test_unknown_method_is_unimplemented(channel) -> None:
         assert error.code() == grpc.StatusCode.UNIMPLEMENTED
     else:
         raise AssertionError("an unknown method answered")
+
+
+async def test_default_href_uses_the_port_actually_bound(tmp_path) -> None:
+    from customer_management.config import Config
+    from customer_management.server import Server
+    from tmf629.v1 import service_pb2 as pb
+    from tmf629.v1 import service_pb2_grpc
+    from tmf629.v1.customer_pb2 import Customer
+
+    server = Server(Config(port=0, database_url=f"sqlite:///{tmp_path / 'href.db'}"))
+    await server.start()
+    try:
+        async with grpc.aio.insecure_channel(f"127.0.0.1:{server.port}") as channel:
+            stub = service_pb2_grpc.CustomerManagementServiceStub(channel)
+            created = await stub.CreateCustomer(
+                pb.CreateCustomerRequest(customer=Customer(name="x"))
+            )
+        assert created.href.startswith(
+            f"http://localhost:{server.port}/tmf-api/customerManagement/v2/customer/"
+        )
+    finally:
+        await server.stop(grace=0)

@@ -20,9 +20,9 @@ class Config:
     pin_pepper: str = ""
     log_level: str = "INFO"
 
-    @property
-    def href_base(self) -> str:
-        return self.base_url or f"http://localhost:{self.port}/tmf-api/customerManagement/v2"
+    def href_base(self, port: int) -> str:
+        """The base of every href; by default this server's own address, as bound."""
+        return self.base_url or f"http://localhost:{port}/tmf-api/customerManagement/v2"
 
 
 # flag, environment variable, type, help

@@ -36,8 +36,10 @@ class Server:
         self.grpc = grpc.aio.server(
             interceptors=[ErrorInterceptor()], options=[("grpc.so_reuseport", 0)]
         )
-        self.port = 0
-        settings = Settings(base_url=config.href_base, pin_pepper=config.pin_pepper.encode())
+        self.port = self.grpc.add_insecure_port(f"{config.host}:{config.port}")
+        settings = Settings(
+            base_url=config.href_base(self.port), pin_pepper=config.pin_pepper.encode()
+        )
         servicer = CustomerManagementServicer(
             ResourceService(CustomerKind(), self.database, settings),
             ResourceService(CustomerAccountKind(), self.database, settings),
@@ -49,7 +51,6 @@ class Server:
 
     async def start(self) -> int:
         await asyncio.to_thread(migrate.upgrade, self.database)
-        self.port = self.grpc.add_insecure_port(f"{self.config.host}:{self.config.port}")
         await self.grpc.start()
         await self.database.ping()
         for name in ("", SERVICE_NAME):

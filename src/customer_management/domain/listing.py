@@ -18,6 +18,7 @@ from typing import Any
 
 from customer_management.domain.errors import FieldViolation, InvalidArgument
 from customer_management.domain.kinds import Column, Kind
+from customer_management.domain.validation import MONEY_DECIMALS, Violations, money
 from customer_management.store.models import ResourceRow
 from customer_management.store.resources import OrderTerm
 
@@ -25,9 +26,9 @@ DEFAULT_PAGE_SIZE = 50
 MAX_PAGE_SIZE = 1000
 MAX_FILTER_LENGTH = 2000
 
-_TERM = re.compile(
-    r"""\s*(?P<field>[A-Za-z_][\w.]*)\s*=\s*(?P<value>"(?:[^"\\]|\\.)*"|'(?:[^'\\]|\\.)*'|[^\s"']+)\s*"""
-)
+_VALUE = r"""(?P<value>"(?:[^"\\]|\\.)*"|'(?:[^'\\]|\\.)*'|[^\s"']+)"""
+_TERM = re.compile(rf"\s*(?P<field>[A-Za-z_][\w.]*)\s*=\s*{_VALUE}\s*")
+_AND = re.compile(r"AND\s+", re.IGNORECASE)
 
 
 @dataclass(frozen=True)
@@ -65,10 +66,13 @@ def _parse_filter(kind: Kind[Any], text: str) -> dict[str, Any]:
     equals: dict[str, Any] = {}
     if not text.strip():
         return equals
-    for i, term in enumerate(re.split(r"\s+AND\s+", text.strip())):
-        match = _TERM.fullmatch(term)
+    position, number = 0, 1
+    while True:
+        match = _TERM.match(text, position)
         if match is None:
-            raise _invalid("filter", f"term {i + 1} ({term!r}) is not of the form field = value")
+            raise _invalid(
+                "filter", f"term {number} at offset {position} is not of the form field = value"
+            )
         column = kind.columns_by_filter_name.get(match["field"])
         if column is None:
             known = ", ".join(sorted(kind.columns_by_filter_name))
@@ -76,6 +80,13 @@ def _parse_filter(kind: Kind[Any], text: str) -> dict[str, Any]:
                 "filter", f"{match['field']!r} is not a filterable field (use one of {known})"
             )
         equals[column.name] = _literal(column, match["value"])
+        position = match.end()
+        if position == len(text):
+            break
+        joiner = _AND.match(text, position)
+        if joiner is None:
+            raise _invalid("filter", f"expected AND at offset {position}")
+        position, number = joiner.end(), number + 1
     return equals
 
 
@@ -91,7 +102,7 @@ def _literal(column: Column, text: str) -> Any:
         if column.type is int:
             return int(text)
         if column.type is Decimal:
-            return Decimal(text)
+            return _money_literal(text)
         if column.type is datetime:
             return datetime.fromisoformat(text.replace("Z", "+00:00"))
     except (ValueError, InvalidOperation):
@@ -99,6 +110,14 @@ def _literal(column: Column, text: str) -> Any:
             "filter", f"{text!r} is not a valid {column.type.__name__} for {column.name}"
         ) from None
     return text
+
+
+def _money_literal(text: str) -> Decimal:
+    v = Violations()
+    amount = money(float(Decimal(text)), "filter", v)
+    if amount is None or amount != Decimal(text):
+        raise _invalid("filter", f"{text} is not an amount of at most {MONEY_DECIMALS} decimals")
+    return amount
 
 
 def _parse_order(kind: Kind[Any], text: str) -> list[OrderTerm]:

@@ -40,9 +40,11 @@ def check_credit_card(
 ) -> None:
     """Replaces a full card number by its masked form, or reports what is wrong.
 
-    The masked number of the stored card is accepted back unchanged, so a client can
-    send back what it read.
+    The stored card sent back as it was read (masked number and all) is accepted as it
+    is, so a card that has expired since does not block other changes.
     """
+    if previous is not None and card == previous:
+        return
     unchanged = previous is not None and card.number == previous.number
     if v.require(f"{path}.number", card.number) and not unchanged:
         digits = card.number.translate(CARD_SEPARATORS)

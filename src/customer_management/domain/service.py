@@ -6,7 +6,7 @@ Every method runs as one unit of work (one transaction) on the database's thread
 from __future__ import annotations
 
 import asyncio
-import hashlib
+import hmac
 import uuid
 from dataclasses import dataclass
 from datetime import UTC, datetime
@@ -66,10 +66,13 @@ class ResourceService(Generic[M]):
                     _violation("request_id", f"is longer than {REQUEST_ID_MAX} characters")
                 ],
             )
+        # Keyed with the pepper: the request holds the PIN and the full card number.
+        request_hash = hmac.new(
+            self.settings.pin_pepper, resource.SerializeToString(deterministic=True), "sha256"
+        ).hexdigest()
         pin = self._take_pin(resource)
         self._validate(resource, previous=None)
         pin_hash = await self._hash(pin)
-        request_hash = hashlib.sha256(resource.SerializeToString(deterministic=True)).hexdigest()
 
         def unit(session: Session) -> M:
             if request_id:
