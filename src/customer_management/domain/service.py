@@ -8,11 +8,13 @@ from __future__ import annotations
 import asyncio
 import hmac
 import uuid
+from collections.abc import Sequence
 from dataclasses import dataclass
 from datetime import UTC, datetime
 from typing import Any, Generic
 
 from google.protobuf.field_mask_pb2 import FieldMask
+from sqlalchemy import Connection
 from sqlalchemy.orm import Session
 
 from customer_management.domain import listing
@@ -29,8 +31,10 @@ from customer_management.domain.masks import OUTPUT_ONLY, WILDCARD, effective_pa
 from customer_management.domain.pins import hash_pin, pin_problem
 from customer_management.domain.validation import Violations, check_message
 from customer_management.store import resources
+from customer_management.store.batching import Batcher, Outcome
 from customer_management.store.database import Database
 from customer_management.store.models import ResourceRow
+from customer_management.store.resources import Stored
 
 REQUEST_ID_MAX = 128
 
@@ -54,6 +58,7 @@ class ResourceService(Generic[M]):
         self.settings = settings
         self._href_prefix = f"{settings.base_url.rstrip('/')}/{kind.collection}/"
         self._method = f"Create{kind.message_type.DESCRIPTOR.name}"
+        self._by_id: Batcher[str, Stored | None] = database.reader(self._fetch)
 
     # -- standard methods -------------------------------------------------------------
 
@@ -100,7 +105,7 @@ class ResourceService(Generic[M]):
                 },
             )
             resources.replace_children(
-                session, self.kind.kind, row.id, self.kind.children(resource)
+                session, self.kind.kind, row.id, self.kind.children(resource), new=True
             )
             created = self._output(row)
             if request_id:
@@ -119,10 +124,10 @@ class ResourceService(Generic[M]):
     async def get(self, id: str) -> M:
         _require_id(id)
 
-        def unit(session: Session) -> M:
-            return self._output(self._row(session, id))
-
-        return await self.database.read(unit)
+        row = await self._by_id.submit(id)
+        if row is None:
+            raise self._not_found(id)
+        return self._output(row)
 
     async def list(self, page_size: int, page_token: str, filter: str, order_by: str) -> Page[M]:
         query = listing.parse(self.kind, page_size, page_token, filter, order_by)
@@ -267,16 +272,26 @@ class ResourceService(Generic[M]):
                 ],
             )
 
+    def _fetch(
+        self, connection: Connection, ids: Sequence[str]
+    ) -> Sequence[Outcome[Stored | None]]:
+        """Gets by id, batched: concurrent Gets share one query."""
+        found = resources.fetch(connection, self.kind.kind, ids)
+        return [Outcome(value=found.get(id)) for id in ids]
+
     def _row(self, session: Session, id: str, *, for_update: bool = False) -> ResourceRow:
         row = resources.get(session, self.kind.kind, id, for_update=for_update)
         if row is None:
-            raise NotFound(
-                f"{self.kind.kind} {id} does not exist",
-                metadata={"resource": self.kind.kind, "id": id},
-            )
+            raise self._not_found(id)
         return row
 
-    def _output(self, row: ResourceRow) -> M:
+    def _not_found(self, id: str) -> NotFound:
+        return NotFound(
+            f"{self.kind.kind} {id} does not exist",
+            metadata={"resource": self.kind.kind, "id": id},
+        )
+
+    def _output(self, row: Stored) -> M:
         resource = self.kind.message_type.FromString(row.body)
         out: Any = resource
         out.id = row.id

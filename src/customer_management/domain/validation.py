@@ -51,31 +51,34 @@ class Violations:
 
 
 def check_message(message: Message, path: str, v: Violations) -> None:
-    """Rules every field of every message obeys: sane strings, timestamps and list sizes."""
+    """Rules every field of every message obeys: sane strings, timestamps and list sizes.
+
+    On the path of every write, so paths are only spelt out for a violation.
+    """
     for field, value in message.ListFields():
-        here = f"{path}.{field.name}"
-        if field.is_repeated:
-            if len(value) > MAX_REPEATED:
-                v.add(here, f"has more than {MAX_REPEATED} items")
-                continue
-            for i, item in enumerate(value):
-                _check_value(item, f"{here}[{i}]", v)
+        if not field.is_repeated:
+            _check_value(value, path, field.name, v)
+        elif len(value) > MAX_REPEATED:
+            v.add(f"{path}.{field.name}", f"has more than {MAX_REPEATED} items")
         else:
-            _check_value(value, here, v)
+            for i, item in enumerate(value):
+                _check_value(item, path, f"{field.name}[{i}]", v)
 
 
-def _check_value(value: object, path: str, v: Violations) -> None:
+def _check_value(value: object, parent: str, name: str, v: Violations) -> None:
     if isinstance(value, str):
-        if "\x00" in value:
-            v.add(path, "must not contain NUL characters")
-        v.max_length(path, value, MAX_STRING)
-    elif isinstance(value, float) and not math.isfinite(value):
-        v.add(path, "must be a finite number")
+        if len(value) > MAX_STRING or "\x00" in value:
+            here = f"{parent}.{name}"
+            if "\x00" in value:
+                v.add(here, "must not contain NUL characters")
+            v.max_length(here, value, MAX_STRING)
     elif isinstance(value, Timestamp):
         if not representable(value):
-            v.add(path, "is not a valid timestamp (years 1 to 9999)")
+            v.add(f"{parent}.{name}", "is not a valid timestamp (years 1 to 9999)")
     elif isinstance(value, Message):
-        check_message(value, path, v)
+        check_message(value, f"{parent}.{name}", v)
+    elif isinstance(value, float) and not math.isfinite(value):
+        v.add(f"{parent}.{name}", "must be a finite number")
 
 
 def representable(value: Timestamp) -> bool:

@@ -11,15 +11,16 @@ from __future__ import annotations
 
 import asyncio
 import functools
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 from concurrent.futures import ThreadPoolExecutor
 from typing import Any, TypeVar
 
-from sqlalchemy import Engine, create_engine, event, text
+from sqlalchemy import Connection, Engine, create_engine, event, text
 from sqlalchemy.engine import make_url
 from sqlalchemy.exc import DBAPIError, IntegrityError, OperationalError
 from sqlalchemy.orm import Session, sessionmaker
 
+from customer_management.store.batching import Batcher, Item, Outcome, Result
 from customer_management.store.errors import StoreConflict, StoreUnavailable
 
 T = TypeVar("T")
@@ -47,35 +48,54 @@ def _sqlite_engine(url: str, *, writer: bool, pool_size: int) -> Engine:
         cursor.execute(f"PRAGMA busy_timeout={SQLITE_BUSY_TIMEOUT_MS}")
         cursor.close()
 
-    begin = "BEGIN IMMEDIATE" if writer else "BEGIN"
+    if writer:
 
-    @event.listens_for(engine, "begin")
-    def _begin(connection: Any) -> None:
-        connection.exec_driver_sql(begin)
+        @event.listens_for(engine, "begin")
+        def _begin(connection: Any) -> None:
+            connection.exec_driver_sql("BEGIN IMMEDIATE")
 
+    # Readers run single statements in SQLite's own autocommit: each is one snapshot.
     return engine
 
 
 class Database:
-    """One database, read and written through units of work on worker threads."""
+    """One database, read and written through units of work on worker threads.
 
-    def __init__(self, url: str, *, pool_size: int = 10) -> None:
+    Writes are group-committed (see batching.py): concurrent units of work share one
+    transaction, each in its own savepoint so one failing does not undo the others, and
+    none is acknowledged before the commit.
+    """
+
+    def __init__(self, url: str, *, pool_size: int = 10, max_batch: int = 128) -> None:
         self.url = make_url(url)
         self.is_sqlite = self.url.get_backend_name() == "sqlite"
+        # Batches in flight at once. Few, because every batch's Python work takes the GIL
+        # from the event loop; PostgreSQL gets two so one can wait on the network.
+        self._lanes = 1 if self.is_sqlite else 2
+        writers = self._lanes
         if self.is_sqlite:
             self.write_engine = _sqlite_engine(url, writer=True, pool_size=pool_size)
             self.read_engine = _sqlite_engine(url, writer=False, pool_size=pool_size)
-            writers = 1
         else:
             self.write_engine = create_engine(
-                url, pool_size=pool_size, max_overflow=0, pool_pre_ping=True
+                url, pool_size=writers, max_overflow=0, pool_pre_ping=True
             )
-            self.read_engine = self.write_engine
-            writers = pool_size
+            # Every read is one statement: no BEGIN/COMMIT round trips around it.
+            self.read_engine = create_engine(
+                url,
+                pool_size=pool_size,
+                max_overflow=0,
+                pool_pre_ping=True,
+                isolation_level="AUTOCOMMIT",
+            )
+        self.pool_size = pool_size
         self._write_sessions = sessionmaker(self.write_engine, expire_on_commit=False)
         self._read_sessions = sessionmaker(self.read_engine, expire_on_commit=False)
         self._writers = ThreadPoolExecutor(writers, thread_name_prefix="db-write")
         self._readers = ThreadPoolExecutor(pool_size, thread_name_prefix="db-read")
+        self._writes: Batcher[Callable[[Session], Any], Any] = Batcher(
+            self._writers, self._run_writes, lanes=writers, max_batch=max_batch
+        )
 
     @property
     def display_url(self) -> str:
@@ -83,20 +103,62 @@ class Database:
 
     async def read(self, work: Callable[[Session], T]) -> T:
         """Runs `work` in a read-only transaction."""
-        return await self._run(self._readers, self._read_sessions, work)
+        loop = asyncio.get_running_loop()
+        unit = functools.partial(_unit, self._read_sessions, work)
+        return await loop.run_in_executor(self._readers, unit)
 
     async def write(self, work: Callable[[Session], T]) -> T:
-        """Runs `work` in a transaction that commits when it returns."""
-        return await self._run(self._writers, self._write_sessions, work)
+        """Runs `work` in a transaction; returns once that transaction has committed."""
+        result: T = await self._writes.submit(work)
+        return result
 
-    async def _run(
+    def reader(
         self,
-        executor: ThreadPoolExecutor,
-        sessions: sessionmaker[Session],
-        work: Callable[[Session], T],
-    ) -> T:
-        loop = asyncio.get_running_loop()
-        return await loop.run_in_executor(executor, functools.partial(_unit, sessions, work))
+        run: Callable[[Connection, Sequence[Item]], Sequence[Outcome[Result]]],
+        *,
+        max_batch: int = 256,
+    ) -> Batcher[Item, Result]:
+        """A batched read: concurrent requests go to `run` together, as one statement."""
+
+        def batch(items: Sequence[Item]) -> Sequence[Outcome[Result]]:
+            try:
+                with self.read_engine.connect() as connection:
+                    return run(connection, items)
+            except Exception as error:
+                translated = _translate(error)
+                if translated is error:
+                    raise
+                raise translated from error
+
+        return Batcher(self._readers, batch, lanes=self._lanes, max_batch=max_batch)
+
+    def _run_writes(self, works: Sequence[Callable[[Session], Any]]) -> list[Outcome[Any]]:
+        """Commits the batch as one transaction. Units of work must be re-runnable: when
+        one fails, the batch runs again with each unit in a savepoint of its own."""
+        if len(works) == 1:
+            return [Outcome(value=_unit(self._write_sessions, works[0]))]
+
+        def all_together(session: Session) -> list[Outcome[Any]]:
+            return [Outcome(value=work(session)) for work in works]
+
+        try:
+            return _unit(self._write_sessions, all_together)
+        except StoreUnavailable:
+            raise
+        except Exception:
+            pass
+
+        def each_in_a_savepoint(session: Session) -> list[Outcome[Any]]:
+            outcomes: list[Outcome[Any]] = []
+            for work in works:
+                try:
+                    with session.begin_nested():
+                        outcomes.append(Outcome(value=work(session)))
+                except Exception as error:
+                    outcomes.append(Outcome(error=_translate(error)))
+            return outcomes
+
+        return _unit(self._write_sessions, each_in_a_savepoint)
 
     async def ping(self) -> None:
         def _ping(session: Session) -> None:
@@ -115,14 +177,22 @@ def _unit(sessions: sessionmaker[Session], work: Callable[[Session], T]) -> T:
     try:
         with sessions() as session, session.begin():
             return work(session)
-    except IntegrityError as error:
-        raise StoreConflict(str(error.orig)) from error
-    except OperationalError as error:
-        raise StoreUnavailable(_first_line(error)) from error
-    except DBAPIError as error:
-        if error.connection_invalidated:
-            raise StoreUnavailable(_first_line(error)) from error
-        raise
+    except Exception as error:
+        translated = _translate(error)
+        if translated is error:
+            raise
+        raise translated from error
+
+
+def _translate(error: Exception) -> Exception:
+    """The store's own exceptions for what the database says; anything else unchanged."""
+    if isinstance(error, IntegrityError):
+        return StoreConflict(str(error.orig))
+    if isinstance(error, OperationalError) or (
+        isinstance(error, DBAPIError) and error.connection_invalidated
+    ):
+        return StoreUnavailable(_first_line(error))
+    return error
 
 
 def _first_line(error: DBAPIError) -> str:

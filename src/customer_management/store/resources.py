@@ -5,9 +5,22 @@ from __future__ import annotations
 from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass
 from datetime import datetime
-from typing import Any
+from typing import Any, Protocol
 
-from sqlalchemy import ColumnElement, and_, delete, func, literal, or_, select, text
+from sqlalchemy import (
+    ColumnElement,
+    Connection,
+    Select,
+    and_,
+    bindparam,
+    delete,
+    func,
+    literal,
+    or_,
+    select,
+    text,
+)
+from sqlalchemy import insert as insert_statement
 from sqlalchemy.orm import Session
 
 from customer_management.store.models import (
@@ -43,6 +56,43 @@ class OrderTerm:
     descending: bool
 
 
+class Stored(Protocol):
+    """What every resource row holds besides its searchable columns."""
+
+    @property
+    def id(self) -> str: ...
+    @property
+    def version(self) -> int: ...
+    @property
+    def create_time(self) -> datetime: ...
+    @property
+    def update_time(self) -> datetime: ...
+    @property
+    def body(self) -> bytes: ...
+
+
+@dataclass(frozen=True)
+class Written:
+    id: str
+    version: int
+    create_time: datetime
+    update_time: datetime
+    body: bytes
+
+
+def _by_ids(model: type[ResourceRow]) -> Select[str, int, datetime, datetime, bytes]:
+    columns = (model.id, model.version, model.create_time, model.update_time, model.body)
+    return select(*columns).where(model.id.in_(bindparam("ids", expanding=True)))
+
+
+_BY_IDS = {kind: _by_ids(model) for kind, model in ROWS.items()}
+
+
+def fetch(connection: Connection, kind: str, ids: Sequence[str]) -> dict[str, Stored]:
+    """The rows with these ids (one statement), by id."""
+    return {row.id: row for row in connection.execute(_BY_IDS[kind], {"ids": list(set(ids))})}
+
+
 def get(session: Session, kind: str, id: str, *, for_update: bool = False) -> ResourceRow | None:
     model = ROWS[kind]
     query = select(model).where(model.id == id)
@@ -51,20 +101,30 @@ def get(session: Session, kind: str, id: str, *, for_update: bool = False) -> Re
     return session.scalars(query).one_or_none()
 
 
-def insert(session: Session, kind: str, values: Mapping[str, Any]) -> ResourceRow:
-    row = ROWS[kind](**values)
-    session.add(row)
-    session.flush()
-    return row
+def insert(session: Session, kind: str, values: Mapping[str, Any]) -> Written:
+    session.connection().execute(insert_statement(ROWS[kind]), values)
+    return Written(
+        values["id"],
+        values["version"],
+        values["create_time"],
+        values["update_time"],
+        values["body"],
+    )
 
 
 def replace_children(
-    session: Session, kind: str, id: str, children: Mapping[type[Base], Sequence[dict[str, Any]]]
+    session: Session,
+    kind: str,
+    id: str,
+    children: Mapping[type[Base], Sequence[dict[str, Any]]],
+    *,
+    new: bool = False,
 ) -> None:
     """Rewrites the child rows `kind` owns so they say what the resource now says."""
     for table, owner in CHILDREN[kind]:
         rows = children.get(table, ())
-        session.execute(delete(table).where(getattr(table, owner) == id))
+        if not new:
+            session.execute(delete(table).where(getattr(table, owner) == id))
         if rows:
             session.execute(table.__table__.insert(), [{owner: id, **row} for row in rows])  # type: ignore[attr-defined]
 
