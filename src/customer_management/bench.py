@@ -1,0 +1,343 @@
+"""`make bench`: throughput of Check, GetCustomer and CreateCustomer, side by side.
+
+Starts `customer-management serve` on SQLite and on PostgreSQL and drives each RPC with
+h2load (nghttp2's HTTP/2 load generator, in C, so the client is not the bottleneck) over
+many concurrent streams. `grpc.health.v1.Health/Check` is the framework's own floor;
+each RPC is reported as a ratio to it, measured in the same run, in interleaved rounds,
+so a noisy shared machine moves both sides alike. Writes BENCHMARKS.md.
+"""
+
+from __future__ import annotations
+
+import argparse
+import os
+import platform
+import shutil
+import socket
+import statistics
+import struct
+import subprocess
+import sys
+import tempfile
+import time
+import uuid
+from collections.abc import Iterator
+from contextlib import contextmanager
+from dataclasses import dataclass
+from datetime import UTC, datetime
+from pathlib import Path
+
+import grpc
+import psycopg
+from google.protobuf import json_format
+from google.protobuf.message import Message
+from grpc_health.v1 import health_pb2, health_pb2_grpc
+
+from tmf629.v1 import service_pb2 as pb
+from tmf629.v1 import service_pb2_grpc
+from tmf629.v1.customer_pb2 import Customer
+
+TARGETS = {"GetCustomer": 0.6, "CreateCustomer": 0.4}
+POSTGRES_URL = os.environ.get("CM_BENCH_POSTGRES_URL", "postgresql://postgres@127.0.0.1:5432/test")
+CUSTOMER = {
+    "name": "DisplayName",
+    "status": "Active",
+    "description": "Description string",
+    "validFor": {"startDateTime": "2013-06-19T04:00:00Z", "endDateTime": "2014-06-19T04:00:00Z"},
+    "customerRank": 3,
+    "relatedParty": {"id": "1", "role": "customer", "name": "John Doe"},
+    "characteristic": [{"name": "hobby", "value": "chess"}, {"name": "segment", "value": "gold"}],
+    "contactMedium": [
+        {"type": "Email", "medium": {"emailAddress": "john.doe@example.com"}},
+        {
+            "type": "PostalAddress",
+            "medium": {"city": "Wien", "country": "Austria", "postcode": "1020", "street1": "L7"},
+        },
+        {"type": "TelephoneNumber", "medium": {"type": "mobile", "number": "+436641234567"}},
+    ],
+    "customerCreditProfile": [{"creditRiskRating": 1, "creditScore": 700}],
+}
+"""The seed's Customer example with its known faults fixed: a realistic ~0.7 KB record."""
+
+
+@dataclass(frozen=True)
+class Run:
+    database: str
+    rpc: str
+    round: int
+    rps: float
+    p50_ms: float
+    p99_ms: float
+
+
+def frame(message: Message) -> bytes:
+    """A gRPC length-prefixed message, as h2load sends it."""
+    data = message.SerializeToString()
+    return struct.pack(">BI", 0, len(data)) + data
+
+
+def ensure_h2load() -> str:
+    found = shutil.which("h2load")
+    if found:
+        return found
+    if os.geteuid() == 0 and shutil.which("apt-get"):
+        print("installing h2load (Debian package nghttp2-client) …", flush=True)
+        subprocess.run(["apt-get", "update", "-qq"], check=False, capture_output=True)
+        subprocess.run(
+            ["apt-get", "install", "-y", "-qq", "nghttp2-client"], check=True, capture_output=True
+        )
+        found = shutil.which("h2load")
+    if not found:
+        sys.exit("h2load is required: install the nghttp2-client package")
+    return found
+
+
+def free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return int(s.getsockname()[1])
+
+
+@contextmanager
+def postgres_database() -> Iterator[str]:
+    name = f"cm_bench_{uuid.uuid4().hex[:10]}"
+    with psycopg.connect(POSTGRES_URL, autocommit=True) as admin:
+        admin.execute(f'CREATE DATABASE "{name}"')
+    base = POSTGRES_URL.rsplit("/", 1)[0].replace("postgresql://", "postgresql+psycopg://")
+    try:
+        yield f"{base}/{name}"
+    finally:
+        with psycopg.connect(POSTGRES_URL, autocommit=True) as admin:
+            admin.execute(f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)')
+
+
+@contextmanager
+def server(database_url: str, workdir: Path) -> Iterator[str]:
+    port = free_port()
+    log = (workdir / f"serve-{port}.log").open("w")
+    process = subprocess.Popen(
+        [
+            str(Path(sys.executable).with_name("customer-management")),
+            "serve",
+            "--port",
+            str(port),
+            "--database-url",
+            database_url,
+            "--log-level",
+            "WARNING",
+        ],
+        stdout=log,
+        stderr=subprocess.STDOUT,
+        cwd=workdir,
+    )
+    target = f"127.0.0.1:{port}"
+    try:
+        with grpc.insecure_channel(target) as channel:
+            health = health_pb2_grpc.HealthStub(channel)
+            deadline = time.monotonic() + 60
+            while True:
+                try:
+                    reply = health.Check(health_pb2.HealthCheckRequest(), timeout=1)
+                    if reply.status == health_pb2.HealthCheckResponse.SERVING:
+                        break
+                except grpc.RpcError:
+                    pass
+                if process.poll() is not None or time.monotonic() > deadline:
+                    raise SystemExit(f"server did not start; see {log.name}")
+                time.sleep(0.2)
+        yield target
+    finally:
+        process.terminate()
+        process.wait(timeout=30)
+        log.close()
+
+
+def h2load(
+    binary: str, target: str, method: str, body: Path, args: argparse.Namespace
+) -> tuple[float, float, float]:
+    """Runs one load; returns requests per second, p50 and p99 latency in ms."""
+    with tempfile.NamedTemporaryFile("r", suffix=".log") as log:
+        result = subprocess.run(
+            [
+                binary,
+                "-n",
+                str(args.requests),
+                "-c",
+                str(args.connections),
+                "-m",
+                str(args.streams),
+                "-H",
+                "content-type: application/grpc",
+                "-H",
+                "te: trailers",
+                "-d",
+                str(body),
+                f"--log-file={log.name}",
+                f"http://{target}/{method}",
+            ],
+            capture_output=True,
+            text=True,
+            check=True,
+        )
+        if f"{args.requests} succeeded" not in result.stdout:
+            raise SystemExit(f"h2load saw failures for {method}:\n{result.stdout}")
+        rps = next(
+            float(line.split(",")[1].split()[0])
+            for line in result.stdout.splitlines()
+            if line.startswith("finished in")
+        )
+        latencies = sorted(float(line.split()[2]) / 1000 for line in log if line.strip())
+    p50 = latencies[len(latencies) // 2]
+    p99 = latencies[min(len(latencies) - 1, int(len(latencies) * 0.99))]
+    return rps, p50, p99
+
+
+def bench_database(
+    name: str, url: str, binary: str, args: argparse.Namespace, workdir: Path
+) -> list[Run]:
+    runs: list[Run] = []
+    with server(url, workdir) as target:
+        customer = json_format.ParseDict(CUSTOMER, Customer())
+        with grpc.insecure_channel(target) as channel:
+            stub = service_pb2_grpc.CustomerManagementServiceStub(channel)
+            created = stub.CreateCustomer(pb.CreateCustomerRequest(customer=customer))
+            before = len(stub.ListCustomers(pb.ListCustomersRequest(page_size=1000)).customers)
+        bodies = {
+            "Check": ("grpc.health.v1.Health/Check", frame(health_pb2.HealthCheckRequest())),
+            "GetCustomer": (
+                "tmf629.v1.CustomerManagementService/GetCustomer",
+                frame(pb.GetCustomerRequest(id=created.id)),
+            ),
+            "CreateCustomer": (
+                "tmf629.v1.CustomerManagementService/CreateCustomer",
+                frame(pb.CreateCustomerRequest(customer=customer)),
+            ),
+        }
+        for rpc, (_, data) in bodies.items():
+            (workdir / f"{rpc}.bin").write_bytes(data)
+        for round_ in range(1, args.rounds + 1):
+            for rpc, (method, _) in bodies.items():
+                rps, p50, p99 = h2load(binary, target, method, workdir / f"{rpc}.bin", args)
+                runs.append(Run(name, rpc, round_, rps, p50, p99))
+                print(
+                    f"[{name}] round {round_}/{args.rounds} {rpc:15} {rps:8.0f} req/s"
+                    f"  p50 {p50:6.2f} ms  p99 {p99:6.2f} ms",
+                    flush=True,
+                )
+        with grpc.insecure_channel(target) as channel:
+            stub = service_pb2_grpc.CustomerManagementServiceStub(channel)
+            assert stub.GetCustomer(pb.GetCustomerRequest(id=created.id)) == created
+            creates = args.rounds * args.requests
+            request = pb.ListCustomersRequest(page_size=1000)
+            count = 0
+            while True:
+                page = stub.ListCustomers(request)
+                count += len(page.customers)
+                if not page.next_page_token:
+                    break
+                request.page_token = page.next_page_token
+            if count != before + creates:
+                raise SystemExit(f"[{name}] expected {before + creates} customers, found {count}")
+    return runs
+
+
+def summarise(runs: list[Run]) -> list[dict[str, object]]:
+    rows: list[dict[str, object]] = []
+    for database in dict.fromkeys(run.database for run in runs):
+
+        def median(rpc: str, field: str) -> float:
+            return statistics.median(
+                getattr(r, field) for r in runs if r.database == database and r.rpc == rpc
+            )
+
+        check = median("Check", "rps")
+        for rpc in ("Check", "GetCustomer", "CreateCustomer"):
+            ratio = median(rpc, "rps") / check
+            target = TARGETS.get(rpc)
+            rows.append(
+                {
+                    "database": database,
+                    "rpc": rpc,
+                    "rps": median(rpc, "rps"),
+                    "p50": median(rpc, "p50_ms"),
+                    "p99": median(rpc, "p99_ms"),
+                    "ratio": ratio,
+                    "target": target,
+                    "met": target is None or ratio >= target,
+                }
+            )
+    return rows
+
+
+def report(rows: list[dict[str, object]], args: argparse.Namespace, command: str) -> str:
+    lines = [
+        "# Benchmarks",
+        "",
+        "Produced by `make bench` (`python -m customer_management.bench`);"
+        " regenerate it rather than editing it.",
+        "",
+        f"- command: `{command}`",
+        f"- date: {datetime.now(UTC):%Y-%m-%d %H:%M} UTC; machine: {os.cpu_count()} cores,"
+        f" Python {platform.python_version()}, grpcio {grpc.__version__}",
+        f"- load: h2load, {args.connections} connections x {args.streams} streams,"
+        f" {args.requests} requests per run, {args.rounds} interleaved rounds (medians shown);"
+        " PostgreSQL with synchronous_commit on, SQLite with synchronous=FULL",
+        "",
+        "| database | RPC | req/s | p50 ms | p99 ms | ratio to Check | target | met |",
+        "|---|---|---:|---:|---:|---:|---:|---|",
+    ]
+    for row in rows:
+        target = f"≥ {row['target']}" if row["target"] is not None else ""
+        met = "yes" if row["met"] else "**no**"
+        lines.append(
+            f"| {row['database']} | {row['rpc']} | {row['rps']:.0f} | {row['p50']:.2f} |"
+            f" {row['p99']:.2f} | {row['ratio']:.2f} | {target} | {met} |"
+        )
+    lines += [
+        "",
+        "Throughput as a ratio to Check (each `█` is 0.05; `|` marks the target):",
+        "",
+        "```",
+    ]
+    for row in rows:
+        ratio = float(str(row["ratio"]))
+        cells = ["█"] * round(ratio / 0.05)
+        if row["target"] is not None:
+            mark = round(float(str(row["target"])) / 0.05)
+            cells += [" "] * (mark + 1 - len(cells))
+            cells[mark] = "|"
+        lines.append(f"{row['database']:10} {row['rpc']:15} {''.join(cells)} {ratio:.2f}")
+    lines += ["```", ""]
+    return "\n".join(lines)
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(prog="customer-management-bench", description=__doc__)
+    parser.add_argument("--requests", type=int, default=20000, help="requests per run")
+    parser.add_argument("--connections", type=int, default=4)
+    parser.add_argument("--streams", type=int, default=16, help="concurrent streams per connection")
+    parser.add_argument("--rounds", type=int, default=3)
+    parser.add_argument("--databases", default="sqlite,postgresql")
+    parser.add_argument("--output", default="BENCHMARKS.md")
+    args = parser.parse_args(argv)
+    binary = ensure_h2load()
+    runs: list[Run] = []
+    with tempfile.TemporaryDirectory(prefix="cm-bench-") as tmp:
+        workdir = Path(tmp)
+        for database in args.databases.split(","):
+            if database == "sqlite":
+                runs += bench_database(
+                    "sqlite", f"sqlite:///{workdir / 'bench.db'}", binary, args, workdir
+                )
+            else:
+                with postgres_database() as url:
+                    runs += bench_database("postgresql", url, binary, args, workdir)
+    rows = summarise(runs)
+    command = "make bench" + (f" BENCH_ARGS='{' '.join(argv)}'" if argv else "")
+    Path(args.output).write_text(report(rows, args, command))
+    print(report(rows, args, command))
+    return 0 if all(row["met"] for row in rows) else 1
+
+
+if __name__ == "__main__":
+    sys.exit(main(sys.argv[1:]))
