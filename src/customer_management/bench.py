@@ -245,10 +245,9 @@ def summarise(runs: list[Run]) -> list[dict[str, object]]:
     rows: list[dict[str, object]] = []
     for database in dict.fromkeys(run.database for run in runs):
 
-        def median(rpc: str, field: str) -> float:
-            return statistics.median(
-                getattr(r, field) for r in runs if r.database == database and r.rpc == rpc
-            )
+        def median(rpc: str, field: str, database: str = database) -> float:
+            values = [getattr(r, field) for r in runs if r.database == database and r.rpc == rpc]
+            return float(statistics.median(values))
 
         check = median("Check", "rps")
         for rpc in ("Check", "GetCustomer", "CreateCustomer"):
