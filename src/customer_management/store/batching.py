@@ -41,15 +41,22 @@ class Batcher(Generic[Item, Result]):
         self._max_batch = max_batch
         self._in_flight = 0
         self._waiting: list[tuple[Item, asyncio.Future[Result]]] = []
+        self._scheduled = False
 
     async def submit(self, item: Item) -> Result:
         future: asyncio.Future[Result] = asyncio.get_running_loop().create_future()
         self._waiting.append((item, future))
-        if self._in_flight < self._lanes:
-            self._dispatch()
+        if self._in_flight < self._lanes and not self._scheduled:
+            # Dispatch at the end of this turn of the loop, so that the requests the
+            # loop is handling now leave together.
+            self._scheduled = True
+            asyncio.get_running_loop().call_soon(self._dispatch)
         return await future
 
     def _dispatch(self) -> None:
+        self._scheduled = False
+        if not self._waiting or self._in_flight >= self._lanes:
+            return
         batch = self._waiting[: self._max_batch]
         del self._waiting[: self._max_batch]
         self._in_flight += 1
