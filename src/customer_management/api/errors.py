@@ -84,8 +84,9 @@ def as_domain_error(error: Exception) -> DomainError:
         return Unavailable(f"the database is unavailable: {error}")
     if isinstance(error, StoreConflict):
         log.info("constraint refused a write: %s", error)
-        return FailedPrecondition(
+        return DomainError(
             "a concurrent change conflicts with this request; read the resources again and retry",
+            code="ABORTED",
             reason="CONCURRENT_CHANGE",
         )
     if isinstance(error, Malformed):

@@ -184,10 +184,17 @@ def _unit(sessions: sessionmaker[Session], work: Callable[[Session], T]) -> T:
         raise translated from error
 
 
+# PostgreSQL's deadlock_detected and serialization_failure: another transaction won.
+CONFLICT_SQLSTATES = frozenset({"40P01", "40001"})
+
+
 def _translate(error: Exception) -> Exception:
     """The store's own exceptions for what the database says; anything else unchanged."""
-    if isinstance(error, IntegrityError):
-        return StoreConflict(str(error.orig))
+    if isinstance(error, IntegrityError) or (
+        isinstance(error, DBAPIError)
+        and getattr(error.orig, "sqlstate", None) in CONFLICT_SQLSTATES
+    ):
+        return StoreConflict(_first_line(error))
     if isinstance(error, OperationalError) or (
         isinstance(error, DBAPIError) and error.connection_invalidated
     ):
