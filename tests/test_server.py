@@ -69,3 +69,13 @@ async def test_default_href_uses_the_port_actually_bound(tmp_path) -> None:
         )
     finally:
         await server.stop(grace=0)
+
+
+async def test_a_taken_port_is_a_clear_start_up_error(server, tmp_path) -> None:
+    import pytest
+
+    from customer_management.config import Config
+    from customer_management.server import Server
+
+    with pytest.raises(SystemExit, match="already taken"):
+        Server(Config(port=server.port, database_url=f"sqlite:///{tmp_path / 'x.db'}"))

@@ -36,7 +36,11 @@ class Server:
         self.grpc = grpc.aio.server(
             interceptors=[ErrorInterceptor()], options=[("grpc.so_reuseport", 0)]
         )
-        self.port = self.grpc.add_insecure_port(f"{config.host}:{config.port}")
+        address = f"{config.host}:{config.port}"
+        try:
+            self.port = self.grpc.add_insecure_port(address)
+        except RuntimeError as error:  # grpc's way of saying the bind failed
+            raise SystemExit(f"cannot listen on {address}: is the port already taken?") from error
         settings = Settings(
             base_url=config.href_base(self.port), pin_pepper=config.pin_pepper.encode()
         )
