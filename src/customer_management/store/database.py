@@ -62,8 +62,8 @@ class Database:
     """One database, read and written through units of work on worker threads.
 
     Writes are group-committed (see batching.py): concurrent units of work share one
-    transaction, each in its own savepoint so one failing does not undo the others, and
-    none is acknowledged before the commit.
+    transaction and one commit, none is acknowledged before that commit, and one failing
+    unit never undoes the others (see `_run_writes`).
     """
 
     def __init__(self, url: str, *, pool_size: int = 10, max_batch: int = 128) -> None:
