@@ -220,3 +220,17 @@ async def test_request_id_reused_for_another_request_fails(stub) -> None:
         INVALID,
     )
     assert info["fields"] == ["request_id"]
+
+
+async def test_request_ids_are_forgotten_after_their_retention(stub, server) -> None:
+    from datetime import timedelta
+
+    from customer_management.domain.retention import forget_old_request_ids
+
+    request = pb.CreateCustomerRequest(customer=Customer(name="Jane"), request_id="old")
+    first = await stub.CreateCustomer(request)
+    assert await forget_old_request_ids(server.database, timedelta(hours=1)) == 0
+    assert await stub.CreateCustomer(request) == first
+    assert await forget_old_request_ids(server.database, timedelta(0)) == 1
+    later = await stub.CreateCustomer(request)  # a new request now: a new customer
+    assert later.id != first.id

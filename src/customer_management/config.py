@@ -19,6 +19,7 @@ class Config:
     grace_period: float = 10.0
     pin_pepper: str = ""
     log_level: str = "INFO"
+    request_id_retention_hours: float = 168.0
 
     def href_base(self, port: int) -> str:
         """The base of every href; by default this server's own address, as bound."""
@@ -45,6 +46,12 @@ OPTIONS: list[tuple[str, str, type, str]] = [
     ("grace_period", "CM_GRACE_PERIOD", float, "seconds in-flight calls get at shutdown"),
     ("pin_pepper", "CM_PIN_PEPPER", str, "server-side secret mixed into every PIN hash"),
     ("log_level", "CM_LOG_LEVEL", str, "DEBUG, INFO, WARNING or ERROR"),
+    (
+        "request_id_retention_hours",
+        "CM_REQUEST_ID_RETENTION_HOURS",
+        float,
+        "how long a Create's request_id is remembered for retries",
+    ),
 ]
 
 

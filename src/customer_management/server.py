@@ -5,6 +5,7 @@ from __future__ import annotations
 import asyncio
 import logging
 import signal
+from datetime import timedelta
 
 import grpc
 from grpc_health.v1 import health, health_pb2, health_pb2_grpc
@@ -16,12 +17,14 @@ from customer_management.config import Config
 from customer_management.domain.customer_accounts import CustomerAccountKind
 from customer_management.domain.customers import CustomerKind
 from customer_management.domain.payment_means import PaymentMeanKind
+from customer_management.domain.retention import forget_old_request_ids
 from customer_management.domain.service import ResourceService, Settings
 from customer_management.store import migrate
 from customer_management.store.database import Database
 from tmf629.v1 import service_pb2, service_pb2_grpc
 
 log = logging.getLogger(__name__)
+HOUSEKEEPING_INTERVAL = 600.0
 SERVICE_NAME = service_pb2.DESCRIPTOR.services_by_name["CustomerManagementService"].full_name
 
 
@@ -30,6 +33,7 @@ class Server:
 
     def __init__(self, config: Config) -> None:
         self.config = config
+        self._housekeeping: asyncio.Task[None] | None = None
         self.database = Database(config.database_url, pool_size=config.pool_size)
         self.health = health.aio.HealthServicer()  # type: ignore[attr-defined]
         # No SO_REUSEPORT: a second server on a taken port must fail, not share it.
@@ -59,6 +63,7 @@ class Server:
         await self.database.ping()
         for name in ("", SERVICE_NAME):
             await self.health.set(name, health_pb2.HealthCheckResponse.SERVING)
+        self._housekeeping = asyncio.create_task(self._keep_house())
         log.info(
             "serving %s on %s:%d, database %s",
             SERVICE_NAME,
@@ -68,8 +73,21 @@ class Server:
         )
         return self.port
 
+    async def _keep_house(self) -> None:
+        retention = timedelta(hours=self.config.request_id_retention_hours)
+        while True:
+            try:
+                forgotten = await forget_old_request_ids(self.database, retention)
+                if forgotten:
+                    log.info("forgot %d request ids older than %s", forgotten, retention)
+            except Exception:
+                log.exception("housekeeping failed; trying again later")
+            await asyncio.sleep(HOUSEKEEPING_INTERVAL)
+
     async def stop(self, grace: float | None = None) -> None:
         """NOT_SERVING first, then in-flight calls get `grace` seconds to finish."""
+        if self._housekeeping is not None:
+            self._housekeeping.cancel()
         await self.health.enter_graceful_shutdown()
         await self.grpc.stop(self.config.grace_period if grace is None else grace)
         await asyncio.to_thread(self.database.close)

@@ -41,18 +41,35 @@ class Malformed(Exception):
         self.error = error
 
 
+# Error details travel in a trailer, which clients cap (grpcio: 16 KiB of metadata): an
+# answer about bad input must not itself be too big to arrive.
+MAX_VIOLATIONS = 20
+MAX_TEXT = 120
+MAX_MESSAGE = 1000
+
+
+def _short(text: str, limit: int = MAX_TEXT) -> str:
+    return text if len(text) <= limit else text[: limit - 1] + "…"
+
+
+def _counted(error: DomainError) -> str:
+    count = len(getattr(error, "violations", ()))
+    if count <= MAX_VIOLATIONS:
+        return error.message
+    return f"{error.message} ({count} violations; the first {MAX_VIOLATIONS} are listed)"
+
+
 def status_of(error: DomainError) -> status_pb2.Status:
-    details = [
-        error_details_pb2.ErrorInfo(reason=error.reason, domain=DOMAIN, metadata=error.metadata)
-    ]
+    metadata = {_short(k): _short(v) for k, v in error.metadata.items()}
+    details = [error_details_pb2.ErrorInfo(reason=error.reason, domain=DOMAIN, metadata=metadata)]
     if isinstance(error, InvalidArgument):
         details.append(
             error_details_pb2.BadRequest(
                 field_violations=[
                     error_details_pb2.BadRequest.FieldViolation(
-                        field=v.field, description=v.description
+                        field=_short(v.field), description=_short(v.description)
                     )
-                    for v in error.violations
+                    for v in error.violations[:MAX_VIOLATIONS]
                 ]
             )
         )
@@ -61,9 +78,9 @@ def status_of(error: DomainError) -> status_pb2.Status:
             error_details_pb2.PreconditionFailure(
                 violations=[
                     error_details_pb2.PreconditionFailure.Violation(
-                        type=v.type, subject=v.subject, description=v.description
+                        type=v.type, subject=_short(v.subject), description=_short(v.description)
                     )
-                    for v in error.violations
+                    for v in error.violations[:MAX_VIOLATIONS]
                 ]
             )
         )
@@ -73,7 +90,9 @@ def status_of(error: DomainError) -> status_pb2.Status:
         any_detail.Pack(detail)
         packed.append(any_detail)
     return status_pb2.Status(
-        code=code_pb2.Code.Value(error.code), message=error.message, details=packed
+        code=code_pb2.Code.Value(error.code),
+        message=_short(_counted(error), MAX_MESSAGE),
+        details=packed,
     )
 
 

@@ -15,6 +15,12 @@ from tmf629.v1.common_pb2 import ContactMedium, RelatedParty
 M = TypeVar("M", bound=Message)
 
 DEFAULT_STATUS = "Created"
+COLLECTIONS = {
+    "customer": "customer",
+    "customer_account": "customerAccount",
+    "payment_mean": "paymentMean",
+}
+"""Each kind's href path segment, as in TMF's REST binding."""
 NAME_MAX = 1024
 CODE_MAX = 256
 """Status, type and other short codes that are stored in their own columns."""

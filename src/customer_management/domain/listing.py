@@ -12,7 +12,7 @@ import hashlib
 import json
 import re
 from dataclasses import dataclass
-from datetime import datetime
+from datetime import UTC, datetime
 from decimal import Decimal, InvalidOperation
 from typing import Any
 
@@ -22,6 +22,9 @@ from customer_management.domain.validation import MONEY_DECIMALS, Violations, mo
 from customer_management.store.models import ResourceRow
 from customer_management.store.resources import OrderTerm
 
+INT32 = (-(2**31), 2**31 - 1)
+MAX_LITERAL = 4096
+_CONTROL = re.compile(r"[\x00-\x1f]")
 DEFAULT_PAGE_SIZE = 50
 MAX_PAGE_SIZE = 1000
 MAX_FILTER_LENGTH = 2000
@@ -34,7 +37,7 @@ _AND = re.compile(r"AND\s+", re.IGNORECASE)
 @dataclass(frozen=True)
 class ListQuery:
     page_size: int
-    equals: dict[str, Any]
+    equals: list[tuple[str, Any]]
     order: list[OrderTerm]
     after: list[Any] | None
     binding: str
@@ -56,14 +59,14 @@ def parse(
     equals = _parse_filter(kind, filter)
     order = _parse_order(kind, order_by)
     binding = hashlib.sha256(f"{kind.kind}\n{filter}\n{order_by}".encode()).hexdigest()[:16]
-    after = _decode_token(page_token, binding, order) if page_token else None
+    after = _decode_token(kind, page_token, binding, order) if page_token else None
     return ListQuery(size, equals, order, after, binding)
 
 
-def _parse_filter(kind: Kind[Any], text: str) -> dict[str, Any]:
+def _parse_filter(kind: Kind[Any], text: str) -> list[tuple[str, Any]]:
     if len(text) > MAX_FILTER_LENGTH:
         raise _invalid("filter", f"is longer than {MAX_FILTER_LENGTH} characters")
-    equals: dict[str, Any] = {}
+    equals: list[tuple[str, Any]] = []
     if not text.strip():
         return equals
     position, number = 0, 1
@@ -79,7 +82,7 @@ def _parse_filter(kind: Kind[Any], text: str) -> dict[str, Any]:
             raise _invalid(
                 "filter", f"{match['field']!r} is not a filterable field (use one of {known})"
             )
-        equals[column.name] = _literal(column, match["value"])
+        equals.append((column.name, _literal(column, match["value"])))
         position = match.end()
         if position == len(text):
             break
@@ -99,17 +102,44 @@ def _literal(column: Column, text: str) -> Any:
     elif text.startswith("'"):
         text = text[1:-1].replace("\\'", "'")
     try:
-        if column.type is int:
-            return int(text)
         if column.type is Decimal:
             return _money_literal(text)
-        if column.type is datetime:
-            return datetime.fromisoformat(text.replace("Z", "+00:00"))
-    except (ValueError, InvalidOperation):
+        return _typed(column, text if column.type is str else _scalar(column, text))
+    except (ValueError, InvalidOperation, OverflowError):
+        shown = text if len(text) <= 40 else text[:40] + "…"
         raise _invalid(
-            "filter", f"{text!r} is not a valid {column.type.__name__} for {column.name}"
+            "filter", f"{shown!r} is not a valid {column.type.__name__} for {column.name}"
         ) from None
-    return text
+
+
+def _scalar(column: Column, text: str) -> Any:
+    return int(text) if column.type is int else text
+
+
+def _typed(column: Column, value: Any) -> Any:
+    """`value` as the column's type, or ValueError: what filters and tokens may hold."""
+    if column.type is str:
+        if not isinstance(value, str) or len(value) > MAX_LITERAL or _CONTROL.search(value):
+            raise ValueError(value)
+        return value
+    if column.type is int:
+        if (
+            not isinstance(value, int)
+            or isinstance(value, bool)
+            or not INT32[0] <= value <= INT32[1]
+        ):
+            raise ValueError(value)
+        return value
+    if column.type is datetime:
+        if not isinstance(value, str):
+            raise ValueError(value)
+        moment = datetime.fromisoformat(value.replace("Z", "+00:00"))
+        if moment.tzinfo is None:
+            raise ValueError(value)
+        return moment.astimezone(UTC)
+    if column.type is Decimal:
+        return _money_literal(str(value))
+    raise ValueError(value)
 
 
 def _money_literal(text: str) -> Decimal:
@@ -156,7 +186,7 @@ def _encode(value: Any) -> Any:
     return value
 
 
-def _decode_token(token: str, binding: str, order: list[OrderTerm]) -> list[Any]:
+def _decode_token(kind: Kind[Any], token: str, binding: str, order: list[OrderTerm]) -> list[Any]:
     try:
         data = json.loads(base64.urlsafe_b64decode(token + "=" * (-len(token) % 4)))
         values = data["a"]
@@ -165,11 +195,14 @@ def _decode_token(token: str, binding: str, order: list[OrderTerm]) -> list[Any]
         if not isinstance(values, list) or len(values) != len(order) + 1:
             raise ValueError
         decoded = [
-            datetime.fromisoformat(value) if term.column.endswith("_time") else value
+            _typed(kind.columns_by_filter_name[term.column], value)
             for term, value in zip(order, values, strict=False)
         ]
-        return [*decoded, int(values[-1])]
+        pk = values[-1]
+        if not isinstance(pk, int) or not 0 <= pk < 2**63:
+            raise ValueError(pk)
+        return [*decoded, pk]
     except InvalidArgument:
         raise
-    except (ValueError, KeyError, TypeError, binascii.Error):
+    except (ValueError, KeyError, TypeError, OverflowError, InvalidOperation, binascii.Error):
         raise _invalid("page_token", "is not a token this service issued") from None

@@ -84,8 +84,10 @@ def _resolve(descriptor: Any, path: str) -> str | None:
         if field is None:
             return None
         names.append(field.name)
-        repeated = field.is_repeated
-        current = field.message_type if field.message_type and not repeated else None
+        # A path ends at a scalar, a list or a well-known type (a Timestamp is one value).
+        message = field.message_type
+        well_known = message is not None and message.full_name.startswith("google.protobuf.")
+        current = None if field.is_repeated or well_known else message
     return ".".join(names)
 
 

@@ -7,6 +7,7 @@ from typing import Any
 
 from customer_management.domain.kinds import (
     CODE_MAX,
+    COLLECTIONS,
     NAME_MAX,
     Column,
     Kind,
@@ -27,7 +28,7 @@ CARD_TYPES = frozenset({"creditcard", "debitcard", "bankcard"})
 class PaymentMeanKind(Kind[PaymentMean]):
     kind = "payment_mean"
     field = "payment_mean"
-    collection = "paymentMean"
+    collection = COLLECTIONS["payment_mean"]
     message_type = PaymentMean
     columns_by_filter_name = columns_index(
         Column("id", str),

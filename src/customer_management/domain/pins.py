@@ -6,6 +6,7 @@ import base64
 import hashlib
 import hmac
 import os
+import threading
 
 PIN_MIN_DIGITS = 4
 PIN_MAX_DIGITS = 12
@@ -13,6 +14,8 @@ PIN_MAX_DIGITS = 12
 SCRYPT_N = 2**17
 SCRYPT_R = 8
 SCRYPT_P = 1
+# Each hash takes 128 MiB: at most this many at once, however many calls come in.
+_SLOTS = threading.BoundedSemaphore(2)
 
 
 def pin_problem(pin: str) -> str | None:
@@ -32,20 +35,11 @@ def hash_pin(pin: str, pepper: bytes) -> str:
     )
 
 
-def pin_matches(pin: str, stored: str, pepper: bytes) -> bool:
-    _, n, r, p, salt, digest = stored.split("$")
-    candidate = _scrypt(pin, _unb64(salt), pepper, int(n), int(r), int(p))
-    return hmac.compare_digest(candidate, _unb64(digest))
-
-
 def _scrypt(pin: str, salt: bytes, pepper: bytes, n: int, r: int, p: int) -> bytes:
     keyed = hmac.new(pepper, pin.encode(), hashlib.sha256).digest()
-    return hashlib.scrypt(keyed, salt=salt, n=n, r=r, p=p, maxmem=256 * 1024 * 1024, dklen=32)
+    with _SLOTS:
+        return hashlib.scrypt(keyed, salt=salt, n=n, r=r, p=p, maxmem=256 * 1024 * 1024, dklen=32)
 
 
 def _b64(data: bytes) -> str:
     return base64.b64encode(data).decode()
-
-
-def _unb64(text: str) -> bytes:
-    return base64.b64decode(text)

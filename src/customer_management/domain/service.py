@@ -6,7 +6,7 @@ Every method runs as one unit of work (one transaction) on the database's thread
 from __future__ import annotations
 
 import asyncio
-import hmac
+import hashlib
 import uuid
 from collections.abc import Sequence
 from dataclasses import dataclass
@@ -26,7 +26,7 @@ from customer_management.domain.errors import (
     NotFound,
     PreconditionViolation,
 )
-from customer_management.domain.kinds import Kind, M, RefSlot
+from customer_management.domain.kinds import COLLECTIONS, Kind, M, RefSlot
 from customer_management.domain.masks import OUTPUT_ONLY, WILDCARD, effective_paths, merge
 from customer_management.domain.pins import hash_pin, pin_problem
 from customer_management.domain.validation import Violations, check_message
@@ -37,6 +37,10 @@ from customer_management.store.models import ResourceRow
 from customer_management.store.resources import Stored
 
 REQUEST_ID_MAX = 128
+MAX_RESOURCE_BYTES = 512 * 1024
+MAX_PAGE_BYTES = 3 * 1024 * 1024
+ID_MAX = 64
+"""The width of the id columns; ids are the server's UUIDs."""
 
 
 @dataclass(frozen=True)
@@ -64,19 +68,13 @@ class ResourceService(Generic[M]):
 
     async def create(self, resource: M, request_id: str) -> M:
         resource = self._input(resource)
-        if len(request_id) > REQUEST_ID_MAX:
-            raise InvalidArgument(
-                "request_id is too long",
-                violations=[
-                    _violation("request_id", f"is longer than {REQUEST_ID_MAX} characters")
-                ],
-            )
-        # Keyed with the pepper: the request holds the PIN and the full card number.
-        request_hash = hmac.new(
-            self.settings.pin_pepper, resource.SerializeToString(deterministic=True), "sha256"
-        ).hexdigest()
+        if request_id:
+            _check_key("request_id", request_id, REQUEST_ID_MAX)
         pin = self._take_pin(resource)
         self._validate(resource, previous=None)
+        # Taken without the PIN and with the card masked: a fast hash of either would
+        # give it away. A retry that differs only there gets the first result.
+        request_hash = hashlib.sha256(resource.SerializeToString(deterministic=True)).hexdigest()
         pin_hash = await self._hash(pin)
 
         def unit(session: Session) -> M:
@@ -88,6 +86,7 @@ class ResourceService(Generic[M]):
                         first.method, first.request_hash, first.response, request_hash
                     )
             self._resolve(session, resource)
+            body = self._body(resource)
             now = datetime.now(UTC)
             values = self.kind.columns(resource)
             if pin_hash is not None:
@@ -101,7 +100,7 @@ class ResourceService(Generic[M]):
                     "version": 1,
                     "create_time": now,
                     "update_time": now,
-                    "body": resource.SerializeToString(),
+                    "body": body,
                 },
             )
             resources.replace_children(
@@ -141,12 +140,17 @@ class ResourceService(Generic[M]):
                 after=query.after,
                 limit=query.page_size + 1,
             )
-            token = (
-                listing.next_token(query, rows[query.page_size - 1])
-                if len(rows) > query.page_size
-                else ""
-            )
-            return Page([self._output(row) for row in rows[: query.page_size]], token)
+            # A page also ends before it outgrows what a default client accepts (4 MiB).
+            page: list[ResourceRow] = []
+            size = 0
+            for row in rows[: query.page_size]:
+                size += len(row.body)
+                if page and size > MAX_PAGE_BYTES:
+                    break
+                page.append(row)
+            more = len(page) < len(rows)
+            token = listing.next_token(query, page[-1]) if more else ""
+            return Page([self._output(row) for row in page], token)
 
         return await self.database.read(unit)
 
@@ -156,6 +160,8 @@ class ResourceService(Generic[M]):
         patch = self._input(resource)
         paths = effective_paths(patch, update_mask)
         pin = self._take_pin(patch)
+        if pin and await self._by_id.submit(id) is None:
+            raise self._not_found(id)  # before the costly hash, not after it
         pin_hash = await self._hash(pin)
         if "pin" in paths and not pin and (not update_mask.paths or WILDCARD in update_mask.paths):
             paths.remove("pin")  # the PIN is write-only: kept unless set or named in the mask
@@ -167,7 +173,7 @@ class ResourceService(Generic[M]):
             updated = merge(current, patch, paths)
             self._validate(updated, previous=current)
             self._resolve(session, updated)
-            body = updated.SerializeToString()
+            body = self._body(updated)
             if body == row.body and "pin" not in paths:
                 return self._output(row)  # nothing changes: same etag, no write
             for name, value in self.kind.columns(updated).items():
@@ -226,6 +232,17 @@ class ResourceService(Generic[M]):
             v.require(f"{slot.path}.id", slot.ref.id)
         v.raise_if_any()
 
+    def _body(self, resource: M) -> bytes:
+        """The stored form; bounded, because filled-in references can multiply a request."""
+        body = resource.SerializeToString()
+        if len(body) > MAX_RESOURCE_BYTES:
+            path = self.kind.field
+            problem = (
+                f"is {len(body)} bytes with its references filled in; at most {MAX_RESOURCE_BYTES}"
+            )
+            raise InvalidArgument(f"{path} {problem}", violations=[FieldViolation(path, problem)])
+        return body
+
     def _take_pin(self, resource: M) -> str:
         """Removes the write-only PIN from the resource (it is stored apart, hashed)."""
         if "pin" not in resource.DESCRIPTOR.fields_by_name:
@@ -252,7 +269,7 @@ class ResourceService(Generic[M]):
         missing: list[RefSlot] = []
         for kind, kind_slots in by_kind.items():
             found = resources.targets(session, kind, (slot.ref.id for slot in kind_slots))
-            prefix = f"{self.settings.base_url.rstrip('/')}/{_collection(kind)}/"
+            prefix = f"{self.settings.base_url.rstrip('/')}/{COLLECTIONS[kind]}/"
             for slot in kind_slots:
                 target = found.get(slot.ref.id)
                 if target is None:
@@ -315,11 +332,6 @@ class ResourceService(Generic[M]):
         return self.kind.message_type.FromString(response)
 
 
-def _collection(kind: str) -> str:
-    head, *rest = kind.split("_")
-    return head + "".join(part.title() for part in rest)
-
-
 def _fill(ref: Any, href: str, target: resources.Target) -> None:
     fields = ref.DESCRIPTOR.fields_by_name
     ref.href = href
@@ -332,7 +344,17 @@ def _fill(ref: Any, href: str, target: resources.Target) -> None:
 
 def _require_id(id: str, path: str = "id") -> None:
     if not id:
-        raise InvalidArgument(f"{path} is required", violations=[_violation(path, "is required")])
+        raise InvalidArgument(
+            f"{path} is required", violations=[FieldViolation(path, "is required")]
+        )
+    _check_key(path, id, ID_MAX)
+
+
+def _check_key(path: str, value: str, limit: int) -> None:
+    """Ids and request ids: short, printable, so they can be stored and echoed safely."""
+    if len(value) > limit or not value.isprintable():
+        problem = f"must be at most {limit} printable characters"
+        raise InvalidArgument(f"{path} {problem}", violations=[FieldViolation(path, problem)])
 
 
 def _check_etag(row: ResourceRow, etag: str) -> None:
@@ -341,7 +363,3 @@ def _check_etag(row: ResourceRow, etag: str) -> None:
             f"etag {etag!r} is stale: the resource is now at {row.version}; read it again",
             metadata={"current_etag": str(row.version)},
         )
-
-
-def _violation(path: str, description: str) -> FieldViolation:
-    return FieldViolation(path, description)

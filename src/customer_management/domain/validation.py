@@ -45,9 +45,9 @@ class Violations:
         if value < 0:
             self.add(path, "must not be negative")
 
-    def raise_if_any(self, message: str = "the request has invalid fields") -> None:
+    def raise_if_any(self) -> None:
         if self.items:
-            raise InvalidArgument(message, violations=list(self.items))
+            raise InvalidArgument("the request has invalid fields", violations=list(self.items))
 
 
 def check_message(message: Message, path: str, v: Violations) -> None:

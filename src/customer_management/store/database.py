@@ -28,11 +28,15 @@ T = TypeVar("T")
 SQLITE_BUSY_TIMEOUT_MS = 30_000
 
 
+# hide_parameters: an error's SQL parameters (a resource body, a PIN hash) stay out of logs.
+
+
 def _sqlite_engine(url: str, *, writer: bool, pool_size: int) -> Engine:
     engine = create_engine(
         url,
         pool_size=1 if writer else pool_size,
         max_overflow=0,
+        hide_parameters=True,
         connect_args={"check_same_thread": False},
     )
 
@@ -78,7 +82,7 @@ class Database:
             self.read_engine = _sqlite_engine(url, writer=False, pool_size=pool_size)
         else:
             self.write_engine = create_engine(
-                url, pool_size=writers, max_overflow=0, pool_pre_ping=True
+                url, pool_size=writers, max_overflow=0, pool_pre_ping=True, hide_parameters=True
             )
             # Every read is one statement: no BEGIN/COMMIT round trips around it.
             self.read_engine = create_engine(
@@ -87,8 +91,8 @@ class Database:
                 max_overflow=0,
                 pool_pre_ping=True,
                 isolation_level="AUTOCOMMIT",
+                hide_parameters=True,
             )
-        self.pool_size = pool_size
         self._write_sessions = sessionmaker(self.write_engine, expire_on_commit=False)
         self._read_sessions = sessionmaker(self.read_engine, expire_on_commit=False)
         self._writers = ThreadPoolExecutor(writers, thread_name_prefix="db-write")

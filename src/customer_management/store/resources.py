@@ -14,7 +14,6 @@ from sqlalchemy import (
     and_,
     bindparam,
     delete,
-    func,
     literal,
     or_,
     select,
@@ -173,7 +172,7 @@ def page(
     session: Session,
     kind: str,
     *,
-    equals: Mapping[str, Any],
+    equals: Sequence[tuple[str, Any]],
     order: Sequence[OrderTerm],
     after: Sequence[Any] | None,
     limit: int,
@@ -182,7 +181,7 @@ def page(
     model = ROWS[kind]
     terms = [*order, OrderTerm("pk", True)]
     columns = [getattr(model, term.column) for term in terms]
-    query = select(model).where(*(getattr(model, name) == value for name, value in equals.items()))
+    query = select(model).where(*(getattr(model, name) == value for name, value in equals))
     if after is not None:
         query = query.where(_after(columns, terms, after))
     query = query.order_by(
@@ -201,6 +200,12 @@ def _after(
         ties = [columns[j] == values[j] for j in range(i)]
         alternatives.append(and_(*ties, beyond))
     return or_(*alternatives)
+
+
+def forget_requests(session: Session, before: datetime) -> int:
+    """Drops the request ids recorded before `before`; returns how many."""
+    result = session.execute(delete(RequestKey).where(RequestKey.create_time < before))
+    return int(getattr(result, "rowcount", 0) or 0)
 
 
 def find_request(session: Session, request_id: str) -> RequestKey | None:
@@ -232,7 +237,3 @@ def save_request(
             create_time=now,
         )
     )
-
-
-def count(session: Session, kind: str) -> int:
-    return session.scalar(select(func.count()).select_from(ROWS[kind])) or 0

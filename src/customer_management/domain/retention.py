@@ -1,0 +1,14 @@
+"""How long the service remembers things it must not keep forever."""
+
+from __future__ import annotations
+
+from datetime import UTC, datetime, timedelta
+
+from customer_management.store import resources
+from customer_management.store.database import Database
+
+
+async def forget_old_request_ids(database: Database, retention: timedelta) -> int:
+    """A Create retried after `retention` is a new request: its key is forgotten."""
+    before = datetime.now(UTC) - retention
+    return await database.write(lambda session: resources.forget_requests(session, before))
