@@ -11,8 +11,9 @@ from __future__ import annotations
 
 import asyncio
 import functools
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Iterator, Sequence
 from concurrent.futures import ThreadPoolExecutor
+from contextlib import contextmanager
 from typing import Any, TypeVar
 
 from sqlalchemy import Connection, Engine, create_engine, event, text
@@ -125,14 +126,8 @@ class Database:
         """A batched read: concurrent requests go to `run` together, as one statement."""
 
         def batch(items: Sequence[Item]) -> Sequence[Outcome[Result]]:
-            try:
-                with self.read_engine.connect() as connection:
-                    return run(connection, items)
-            except Exception as error:
-                translated = _translate(error)
-                if translated is error:
-                    raise
-                raise translated from error
+            with _store_errors(), self.read_engine.connect() as connection:
+                return run(connection, items)
 
         return Batcher(self._readers, batch, lanes=self._lanes, max_batch=max_batch)
 
@@ -178,9 +173,15 @@ class Database:
 
 
 def _unit(sessions: sessionmaker[Session], work: Callable[[Session], T]) -> T:
+    with _store_errors(), sessions() as session, session.begin():
+        return work(session)
+
+
+@contextmanager
+def _store_errors() -> Iterator[None]:
+    """Re-raises what the database says as the store's own exceptions."""
     try:
-        with sessions() as session, session.begin():
-            return work(session)
+        yield
     except Exception as error:
         translated = _translate(error)
         if translated is error:
