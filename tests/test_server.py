@@ -78,4 +78,22 @@ async def test_a_taken_port_is_a_clear_start_up_error(server, tmp_path) -> None:
     from customer_management.server import Server
 
     with pytest.raises(SystemExit, match="already taken"):
-        Server(Config(port=server.port, database_url=f"sqlite:///{tmp_path / 'x.db'}"))
+        await Server(
+            Config(port=server.port, database_url=f"sqlite:///{tmp_path / 'x.db'}")
+        ).start()
+
+
+async def test_shutdown_turns_health_not_serving_before_the_server_stops(tmp_path) -> None:
+    import asyncio
+
+    from customer_management.config import Config
+    from customer_management.server import Server
+
+    server = Server(Config(port=0, database_url=f"sqlite:///{tmp_path / 'stop.db'}"))
+    await server.start()
+    async with grpc.aio.insecure_channel(f"127.0.0.1:{server.port}") as channel:
+        watch = health_pb2_grpc.HealthStub(channel).Watch(health_pb2.HealthCheckRequest())
+        assert (await watch.read()).status == health_pb2.HealthCheckResponse.SERVING
+        stopping = asyncio.create_task(server.stop(grace=0.5))
+        assert (await watch.read()).status == health_pb2.HealthCheckResponse.NOT_SERVING
+        await stopping

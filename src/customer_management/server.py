@@ -40,24 +40,16 @@ class Server:
         self.grpc = grpc.aio.server(
             interceptors=[ErrorInterceptor()], options=[("grpc.so_reuseport", 0)]
         )
-        address = f"{config.host}:{config.port}"
+        self.port = 0
+
+    async def start(self) -> int:
+        address = f"{self.config.host}:{self.config.port}"
         try:
             self.port = self.grpc.add_insecure_port(address)
         except RuntimeError as error:  # grpc's way of saying the bind failed
+            await self.grpc.stop(None)
             raise SystemExit(f"cannot listen on {address}: is the port already taken?") from error
-        settings = Settings(
-            base_url=config.href_base(self.port), pin_pepper=config.pin_pepper.encode()
-        )
-        servicer = CustomerManagementServicer(
-            ResourceService(CustomerKind(), self.database, settings),
-            ResourceService(CustomerAccountKind(), self.database, settings),
-            ResourceService(PaymentMeanKind(), self.database, settings),
-        )
-        service_pb2_grpc.add_CustomerManagementServiceServicer_to_server(servicer, self.grpc)
-        health_pb2_grpc.add_HealthServicer_to_server(self.health, self.grpc)
-        reflection.enable(self.grpc, SERVICE_NAME, health.SERVICE_NAME)
-
-    async def start(self) -> int:
+        self._add_services()
         await asyncio.to_thread(migrate.upgrade, self.database)
         await self.grpc.start()
         await self.database.ping()
@@ -72,6 +64,19 @@ class Server:
             self.database.display_url,
         )
         return self.port
+
+    def _add_services(self) -> None:
+        settings = Settings(
+            base_url=self.config.href_base(self.port), pin_pepper=self.config.pin_pepper.encode()
+        )
+        servicer = CustomerManagementServicer(
+            ResourceService(CustomerKind(), self.database, settings),
+            ResourceService(CustomerAccountKind(), self.database, settings),
+            ResourceService(PaymentMeanKind(), self.database, settings),
+        )
+        service_pb2_grpc.add_CustomerManagementServiceServicer_to_server(servicer, self.grpc)
+        health_pb2_grpc.add_HealthServicer_to_server(self.health, self.grpc)
+        reflection.enable(self.grpc, SERVICE_NAME, health.SERVICE_NAME)
 
     async def _keep_house(self) -> None:
         retention = timedelta(hours=self.config.request_id_retention_hours)

@@ -7,8 +7,10 @@ logged and answered INTERNAL without its details.
 
 from __future__ import annotations
 
+import inspect
 import logging
 from collections.abc import AsyncIterator, Awaitable, Callable
+from contextlib import asynccontextmanager
 from typing import TYPE_CHECKING, Any
 
 import grpc
@@ -159,40 +161,50 @@ class ErrorInterceptor(_Interceptor):
         return wrapped
 
 
+Context = grpc.aio.ServicerContext[Any, Any]
+
+
+@asynccontextmanager
+async def _answered(request: Any, context: Context) -> AsyncIterator[None]:
+    """Turns whatever the method raises into its rich status."""
+    try:
+        if isinstance(request, Malformed):
+            raise request
+        yield
+    except grpc.aio.AbortError:
+        raise
+    except Exception as error:
+        await abort(context, error)
+
+
 def _wrap(handler: Any) -> Any:
+    """The handler with safe deserialisation and errors answered; request-streaming
+    methods (reflection) are left as they are."""
+    safe = _safe(handler.request_deserializer)
     if handler.unary_unary is not None:
         behavior = handler.unary_unary
 
-        async def unary_unary(request: Any, context: grpc.aio.ServicerContext[Any, Any]) -> Any:
-            try:
-                if isinstance(request, Malformed):
-                    raise request
+        async def unary_unary(request: Any, context: Context) -> Any:
+            async with _answered(request, context):
                 return await behavior(request, context)
-            except grpc.aio.AbortError:
-                raise
-            except Exception as error:
-                await abort(context, error)
 
-        return handler._replace(
-            unary_unary=unary_unary, request_deserializer=_safe(handler.request_deserializer)
-        )
-    if handler.unary_stream is not None:
+        return handler._replace(unary_unary=unary_unary, request_deserializer=safe)
+    if handler.unary_stream is not None and inspect.isasyncgenfunction(handler.unary_stream):
         stream = handler.unary_stream
 
-        async def unary_stream(
-            request: Any, context: grpc.aio.ServicerContext[Any, Any]
-        ) -> AsyncIterator[Any]:
-            try:
-                if isinstance(request, Malformed):
-                    raise request
+        async def unary_stream(request: Any, context: Context) -> AsyncIterator[Any]:
+            async with _answered(request, context):
                 async for response in stream(request, context):
                     yield response
-            except grpc.aio.AbortError:
-                raise
-            except Exception as error:
-                await abort(context, error)
 
-        return handler._replace(
-            unary_stream=unary_stream, request_deserializer=_safe(handler.request_deserializer)
-        )
+        return handler._replace(unary_stream=unary_stream, request_deserializer=safe)
+    if handler.unary_stream is not None:
+        # A streaming method that writes with context.write (health's Watch).
+        written = handler.unary_stream
+
+        async def unary_written(request: Any, context: Context) -> None:
+            async with _answered(request, context):
+                await written(request, context)
+
+        return handler._replace(unary_stream=unary_written, request_deserializer=safe)
     return handler
