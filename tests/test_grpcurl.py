@@ -97,8 +97,17 @@ def test_seed_examples_through_grpcurl(address: str) -> None:
 
     customer = seed("seed_customer")
     customer["validFor"]["endDateTime"] = "2014-06-19T04:00:00.0Z"
-    customer["customerAccount"] = []
-    customer["paymentMean"] = [{"id": bank["id"]}, {"id": card["id"]}]
+    siblings = [
+        grpcurl(
+            address,
+            f"{SERVICE}/CreateCustomerAccount",
+            {"customerAccount": {"name": ref["name"], "accountType": "Residential"}},
+        )
+        for ref in customer["customerAccount"]
+    ]
+    for ref, target in zip(customer["customerAccount"], siblings, strict=True):
+        ref["id"] = target["id"]
+    customer["paymentMean"][0]["id"], customer["paymentMean"][1]["id"] = bank["id"], card["id"]
     created = grpcurl(
         address, f"{SERVICE}/CreateCustomer", {"customer": customer, "requestId": "e2e-1"}
     )
@@ -110,7 +119,7 @@ def test_seed_examples_through_grpcurl(address: str) -> None:
     account = seed("seed_customer_account")
     account["pin"] = "4711"
     account["customer"] = {"id": created["id"]}
-    account["customerAccountRelationship"] = []
+    account["customerAccountRelationship"][0]["customerAccount"][0]["id"] = siblings[0]["id"]
     account["paymentPlan"][0]["paymentMean"] = {"id": bank["id"]}
     account["paymentPlan"][1]["paymentMean"] = {"id": card["id"]}
     account = grpcurl(address, f"{SERVICE}/CreateCustomerAccount", {"customerAccount": account})

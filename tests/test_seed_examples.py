@@ -77,15 +77,12 @@ async def test_seed_resources_are_created_once_their_known_faults_are_fixed(stub
         ),
         INVALID,
     )
-    assert info["fields"] == ["customer_account.pin"]  # "pin0" is not a multi-digit PIN
+    # "pin0" is not a multi-digit PIN, and the first plan names no payment mean.
+    assert info["fields"] == [
+        "customer_account.pin",
+        "customer_account.payment_plan[0].payment_mean",
+    ]
     account["pin"] = "4711"
-    info = await fails(
-        stub.CreateCustomerAccount(
-            pb.CreateCustomerAccountRequest(customer_account=parse(CustomerAccount, account))
-        ),
-        INVALID,
-    )
-    assert info["fields"] == ["customer_account.payment_plan[0].payment_mean"]
     account["paymentPlan"][0]["paymentMean"] = {"id": bank.id}
     info = await fails(
         stub.CreateCustomerAccount(
@@ -101,8 +98,28 @@ async def test_seed_resources_are_created_once_their_known_faults_are_fixed(stub
     )
     assert info["fields"] == ["customer.valid_for.end_date_time"]  # ends before it starts
     customer["validFor"]["endDateTime"] = "2014-06-19T04:00:00.0Z"
-    customer["customerAccount"] = []
-    customer["paymentMean"] = [{"id": bank.id}, {"id": card.id}]
+    info = await fails(
+        stub.CreateCustomer(pb.CreateCustomerRequest(customer=parse(Customer, customer))), FAILED
+    )  # accounts 1 and 2, payment means 45 and 64 do not exist here
+    assert sorted(info["subjects"]) == [
+        "customer_account/1",
+        "customer_account/2",
+        "payment_mean/45",
+        "payment_mean/64",
+    ]
+    siblings = [
+        await stub.CreateCustomerAccount(
+            pb.CreateCustomerAccountRequest(
+                customer_account=CustomerAccount(
+                    name=f"CustomerAccount{i}", account_type="Residential"
+                )
+            )
+        )
+        for i in (1, 2)
+    ]
+    for ref, target in zip(customer["customerAccount"], siblings, strict=True):
+        ref["id"] = target.id  # its other fields are output-only: ignored, then filled in
+    customer["paymentMean"][0]["id"], customer["paymentMean"][1]["id"] = bank.id, card.id
     created_customer = await stub.CreateCustomer(
         pb.CreateCustomerRequest(customer=parse(Customer, customer))
     )
@@ -111,12 +128,11 @@ async def test_seed_resources_are_created_once_their_known_faults_are_fixed(stub
         "My favourite payment mean",
         "My credit card payment mean",
     ]
-
-    sibling = await stub.CreateCustomerAccount(
-        pb.CreateCustomerAccountRequest(
-            customer_account=CustomerAccount(name="CustomerAccount1", account_type="Residential")
-        )
-    )
+    assert [(ref.name, ref.description) for ref in created_customer.customer_account] == [
+        ("CustomerAccount1", ""),
+        ("CustomerAccount2", ""),
+    ]
+    sibling = siblings[0]
     account["customer"] = {"id": created_customer.id}
     account["customerAccountRelationship"][0]["customerAccount"][0]["id"] = sibling.id
     account["paymentPlan"][1]["paymentMean"]["id"] = card.id

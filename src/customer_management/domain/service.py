@@ -70,8 +70,9 @@ class ResourceService(Generic[M]):
         resource = self._input(resource)
         if request_id:
             _check_key("request_id", request_id, REQUEST_ID_MAX)
-        pin = self._take_pin(resource)
-        self._validate(resource, previous=None)
+        v = Violations()
+        pin = self._take_pin(resource, v)
+        self._validate(resource, previous=None, v=v)
         # Taken without the PIN and with the card masked: a fast hash of either would
         # give it away. A retry that differs only there gets the first result.
         request_hash = hashlib.sha256(resource.SerializeToString(deterministic=True)).hexdigest()
@@ -159,7 +160,9 @@ class ResourceService(Generic[M]):
         _require_id(id, f"{self.kind.field}.id")
         patch = self._input(resource)
         paths = effective_paths(patch, update_mask)
-        pin = self._take_pin(patch)
+        v = Violations()
+        pin = self._take_pin(patch, v)
+        v.raise_if_any()
         if pin and await self._by_id.submit(id) is None:
             raise self._not_found(id)  # before the costly hash, not after it
         pin_hash = await self._hash(pin)
@@ -221,12 +224,15 @@ class ResourceService(Generic[M]):
         copy.CopyFrom(resource)
         for name in OUTPUT_ONLY[copy.DESCRIPTOR.full_name]:
             copy.ClearField(name)
+        for slot in self.kind.references(copy):
+            for name in OUTPUT_ONLY[slot.ref.DESCRIPTOR.full_name]:
+                slot.ref.ClearField(name)
         return copy
 
-    def _validate(self, resource: M, previous: M | None) -> None:
-        v = Violations()
+    def _validate(self, resource: M, previous: M | None, v: Violations | None = None) -> None:
+        """Raises one InvalidArgument naming every bad field (with those already in `v`)."""
+        v = v or Violations()
         check_message(resource, self.kind.field, v)
-        v.raise_if_any()  # the kind's rules may rely on sane strings and timestamps
         self.kind.check(resource, previous, v)
         for slot in self.kind.references(resource):
             v.require(f"{slot.path}.id", slot.ref.id)
@@ -243,15 +249,14 @@ class ResourceService(Generic[M]):
             raise InvalidArgument(f"{path} {problem}", violations=[FieldViolation(path, problem)])
         return body
 
-    def _take_pin(self, resource: M) -> str:
+    def _take_pin(self, resource: M, v: Violations) -> str:
         """Removes the write-only PIN from the resource (it is stored apart, hashed)."""
         if "pin" not in resource.DESCRIPTOR.fields_by_name:
             return ""
         pin: str = getattr(resource, "pin")  # noqa: B009 (only accounts have one)
         resource.ClearField("pin")
         if pin and (problem := pin_problem(pin)):
-            path = f"{self.kind.field}.pin"
-            raise InvalidArgument(f"{path} {problem}", violations=[FieldViolation(path, problem)])
+            v.add(f"{self.kind.field}.pin", problem)
         return pin
 
     async def _hash(self, pin: str) -> str | None:

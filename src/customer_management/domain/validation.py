@@ -17,6 +17,8 @@ MAX_STRING = 4096
 MAX_REPEATED = 1000
 MONEY_DIGITS = 12
 MONEY_DECIMALS = 6
+MONEY_SIGNIFICANT = 15
+"""What a JSON number (a double) carries exactly; longer amounts arrive already rounded."""
 # The range datetime and every database here represent.
 MIN_SECONDS = int(datetime(1, 1, 1, tzinfo=UTC).timestamp())
 MAX_SECONDS = int(datetime(9999, 12, 31, 23, 59, 59, tzinfo=UTC).timestamp())
@@ -26,10 +28,11 @@ class Violations:
     """Collects field violations; `raise_if_any` ends validation with all of them."""
 
     def __init__(self) -> None:
-        self.items: list[FieldViolation] = []
+        self._by_field: dict[str, FieldViolation] = {}
 
     def add(self, path: str, description: str) -> None:
-        self.items.append(FieldViolation(path, description))
+        """Records the first problem of each field; later checks of it add nothing."""
+        self._by_field.setdefault(path, FieldViolation(path, description))
 
     def require(self, path: str, present: object) -> bool:
         if not present:
@@ -46,8 +49,9 @@ class Violations:
             self.add(path, "must not be negative")
 
     def raise_if_any(self) -> None:
-        if self.items:
-            raise InvalidArgument("the request has invalid fields", violations=list(self.items))
+        if self._by_field:
+            violations = list(self._by_field.values())
+            raise InvalidArgument("the request has invalid fields", violations=violations)
 
 
 def check_message(message: Message, path: str, v: Violations) -> None:
@@ -107,6 +111,13 @@ def money(value: float, path: str, v: Violations, *, negative: bool = True) -> D
     assert isinstance(exponent, int)
     if -exponent > MONEY_DECIMALS:
         v.add(path, f"has more than {MONEY_DECIMALS} decimal places")
+        return None
+    if len(amount.normalize().as_tuple().digits) > MONEY_SIGNIFICANT:
+        v.add(
+            path,
+            f"has more than {MONEY_SIGNIFICANT} significant digits, which a JSON number "
+            "cannot carry exactly",
+        )
         return None
     if abs(amount) >= Decimal(10) ** MONEY_DIGITS:
         v.add(path, f"must be less than 10^{MONEY_DIGITS} in magnitude")
