@@ -45,8 +45,18 @@ async def test_unknown_method_is_unimplemented(channel) -> None:
         await call(b"")
     except grpc.aio.AioRpcError as error:
         assert error.code() == grpc.StatusCode.UNIMPLEMENTED
+        assert details(error)["reason"] == "UNKNOWN_METHOD"
     else:
         raise AssertionError("an unknown method answered")
+    # Also for a client that expected a stream, and for any name: nothing is kept per name.
+    stream = channel.unary_stream("/nope.Service/Whatever")
+    try:
+        async for _ in stream(b""):
+            pass
+    except grpc.aio.AioRpcError as error:
+        assert error.code() == grpc.StatusCode.UNIMPLEMENTED
+    else:
+        raise AssertionError("an unknown streaming method answered")
 
 
 async def test_default_href_uses_the_port_actually_bound(tmp_path) -> None:

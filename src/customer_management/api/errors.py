@@ -155,7 +155,7 @@ class ErrorInterceptor(_Interceptor):
             return cached
         handler = await continuation(details)
         if handler is None:
-            return handler
+            return _UNKNOWN_METHOD  # not cached: callers choose the names
         wrapped: grpc.RpcMethodHandler[Any, Any] = _wrap(handler)
         self._handlers[method] = wrapped
         return wrapped
@@ -175,6 +175,15 @@ async def _answered(request: Any, context: Context) -> AsyncIterator[None]:
         raise
     except Exception as error:
         await abort(context, error)
+
+
+async def _unknown_method(request: bytes, context: Context) -> None:
+    await abort(
+        context, DomainError("no such method", code="UNIMPLEMENTED", reason="UNKNOWN_METHOD")
+    )
+
+
+_UNKNOWN_METHOD: Any = grpc.unary_unary_rpc_method_handler(_unknown_method)
 
 
 def _wrap(handler: Any) -> Any:
