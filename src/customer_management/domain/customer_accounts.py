@@ -8,7 +8,6 @@ from typing import Any
 
 from customer_management.domain.kinds import (
     CODE_MAX,
-    COLLECTIONS,
     NAME_MAX,
     Column,
     Kind,
@@ -37,7 +36,6 @@ def _amount(message: Any, name: str, path: str, v: Violations, *, negative: bool
 class CustomerAccountKind(Kind[CustomerAccount]):
     kind = "customer_account"
     field = "customer_account"
-    collection = COLLECTIONS["customer_account"]
     message_type = CustomerAccount
     update_time_field = "last_modified"
     columns_by_filter_name = columns_index(

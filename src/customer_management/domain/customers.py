@@ -6,7 +6,6 @@ from datetime import datetime
 from typing import Any
 
 from customer_management.domain.kinds import (
-    COLLECTIONS,
     NAME_MAX,
     Column,
     Kind,
@@ -24,7 +23,6 @@ from tmf629.v1.customer_pb2 import Customer
 class CustomerKind(Kind[Customer]):
     kind = "customer"
     field = "customer"
-    collection = COLLECTIONS["customer"]
     message_type = Customer
     columns_by_filter_name = columns_index(
         Column("id", str),

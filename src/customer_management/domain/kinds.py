@@ -49,8 +49,6 @@ class Kind(Generic[M]):
     """Table and reference name: customer, customer_account, payment_mean."""
     field: ClassVar[str]
     """The request field holding the resource; the root of every violation path."""
-    collection: ClassVar[str]
-    """The href path segment, as in TMF's REST binding."""
     message_type: type[M]
     update_time_field: ClassVar[str] = "update_time"
     columns_by_filter_name: ClassVar[Mapping[str, Column]]

@@ -7,7 +7,6 @@ from typing import Any
 
 from customer_management.domain.kinds import (
     CODE_MAX,
-    COLLECTIONS,
     NAME_MAX,
     Column,
     Kind,
@@ -28,7 +27,6 @@ CARD_TYPES = frozenset({"creditcard", "debitcard", "bankcard"})
 class PaymentMeanKind(Kind[PaymentMean]):
     kind = "payment_mean"
     field = "payment_mean"
-    collection = COLLECTIONS["payment_mean"]
     message_type = PaymentMean
     columns_by_filter_name = columns_index(
         Column("id", str),

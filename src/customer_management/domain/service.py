@@ -1,6 +1,6 @@
 """The standard methods of one resource kind: validation, references, etags, idempotency.
 
-Every method runs as one unit of work (one transaction) on the database's threads.
+Writes run as units of work that the database group-commits; Gets by id are batched.
 """
 
 from __future__ import annotations
@@ -60,7 +60,7 @@ class ResourceService(Generic[M]):
         self.kind = kind
         self.database = database
         self.settings = settings
-        self._href_prefix = f"{settings.base_url.rstrip('/')}/{kind.collection}/"
+        self._href_prefix = self._href_base(kind.kind)
         self._method = f"Create{kind.message_type.DESCRIPTOR.name}"
         self._by_id: Batcher[str, Stored | None] = database.reader(self._fetch)
 
@@ -274,7 +274,7 @@ class ResourceService(Generic[M]):
         missing: list[RefSlot] = []
         for kind, kind_slots in by_kind.items():
             found = resources.targets(session, kind, (slot.ref.id for slot in kind_slots))
-            prefix = f"{self.settings.base_url.rstrip('/')}/{COLLECTIONS[kind]}/"
+            prefix = self._href_base(kind)
             for slot in kind_slots:
                 target = found.get(slot.ref.id)
                 if target is None:
@@ -293,6 +293,9 @@ class ResourceService(Generic[M]):
                     for slot in missing
                 ],
             )
+
+    def _href_base(self, kind: str) -> str:
+        return f"{self.settings.base_url.rstrip('/')}/{COLLECTIONS[kind]}/"
 
     def _fetch(
         self, connection: Connection, ids: Sequence[str]
