@@ -6,6 +6,7 @@ import warnings
 from google.protobuf import empty_pb2 as google_dot_protobuf_dot_empty__pb2
 from tmf629.v1 import customer_account_pb2 as tmf629_dot_v1_dot_customer__account__pb2
 from tmf629.v1 import customer_pb2 as tmf629_dot_v1_dot_customer__pb2
+from tmf629.v1 import events_pb2 as tmf629_dot_v1_dot_events__pb2
 from tmf629.v1 import payment_mean_pb2 as tmf629_dot_v1_dot_payment__mean__pb2
 from tmf629.v1 import service_pb2 as tmf629_dot_v1_dot_service__pb2
 
@@ -114,6 +115,11 @@ class CustomerManagementServiceStub:
                 '/tmf629.v1.CustomerManagementService/DeletePaymentMean',
                 request_serializer=tmf629_dot_v1_dot_service__pb2.DeletePaymentMeanRequest.SerializeToString,
                 response_deserializer=google_dot_protobuf_dot_empty__pb2.Empty.FromString,
+                _registered_method=True)
+        self.WatchEvents = channel.unary_stream(
+                '/tmf629.v1.CustomerManagementService/WatchEvents',
+                request_serializer=tmf629_dot_v1_dot_events__pb2.WatchEventsRequest.SerializeToString,
+                response_deserializer=tmf629_dot_v1_dot_events__pb2.WatchEventsResponse.FromString,
                 _registered_method=True)
 
 
@@ -233,6 +239,14 @@ class CustomerManagementServiceServicer:
         context.set_details('Method not implemented!')
         raise NotImplementedError('Method not implemented!')
 
+    def WatchEvents(self, request, context):
+        """Streams every committed change, in commit order, from now or from a resume
+        token, optionally after the current state. Idle streams get heartbeats.
+        """
+        context.set_code(grpc.StatusCode.UNIMPLEMENTED)
+        context.set_details('Method not implemented!')
+        raise NotImplementedError('Method not implemented!')
+
 
 def add_CustomerManagementServiceServicer_to_server(servicer, server):
     rpc_method_handlers = {
@@ -310,6 +324,11 @@ def add_CustomerManagementServiceServicer_to_server(servicer, server):
                     servicer.DeletePaymentMean,
                     request_deserializer=tmf629_dot_v1_dot_service__pb2.DeletePaymentMeanRequest.FromString,
                     response_serializer=google_dot_protobuf_dot_empty__pb2.Empty.SerializeToString,
+            ),
+            'WatchEvents': grpc.unary_stream_rpc_method_handler(
+                    servicer.WatchEvents,
+                    request_deserializer=tmf629_dot_v1_dot_events__pb2.WatchEventsRequest.FromString,
+                    response_serializer=tmf629_dot_v1_dot_events__pb2.WatchEventsResponse.SerializeToString,
             ),
     }
     generic_handler = grpc.method_handlers_generic_handler(
@@ -719,6 +738,33 @@ class CustomerManagementService:
             '/tmf629.v1.CustomerManagementService/DeletePaymentMean',
             tmf629_dot_v1_dot_service__pb2.DeletePaymentMeanRequest.SerializeToString,
             google_dot_protobuf_dot_empty__pb2.Empty.FromString,
+            options,
+            channel_credentials,
+            insecure,
+            call_credentials,
+            compression,
+            wait_for_ready,
+            timeout,
+            metadata,
+            _registered_method=True)
+
+    @staticmethod
+    def WatchEvents(request,
+            target,
+            options=(),
+            channel_credentials=None,
+            call_credentials=None,
+            insecure=False,
+            compression=None,
+            wait_for_ready=None,
+            timeout=None,
+            metadata=None):
+        return grpc.experimental.unary_stream(
+            request,
+            target,
+            '/tmf629.v1.CustomerManagementService/WatchEvents',
+            tmf629_dot_v1_dot_events__pb2.WatchEventsRequest.SerializeToString,
+            tmf629_dot_v1_dot_events__pb2.WatchEventsResponse.FromString,
             options,
             channel_credentials,
             insecure,

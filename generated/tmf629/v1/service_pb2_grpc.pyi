@@ -8,6 +8,7 @@ from google.protobuf import empty_pb2 as _empty_pb2
 from grpc import aio as _aio
 from tmf629.v1 import customer_account_pb2 as _customer_account_pb2
 from tmf629.v1 import customer_pb2 as _customer_pb2
+from tmf629.v1 import events_pb2 as _events_pb2
 from tmf629.v1 import payment_mean_pb2 as _payment_mean_pb2
 from tmf629.v1 import service_pb2 as _service_pb2
 import abc as _abc_1
@@ -81,6 +82,10 @@ class CustomerManagementServiceStub:
     """
     DeletePaymentMean: _grpc.UnaryUnaryMultiCallable[_service_pb2.DeletePaymentMeanRequest, _empty_pb2.Empty]
     """Deletes a PaymentMean."""
+    WatchEvents: _grpc.UnaryStreamMultiCallable[_events_pb2.WatchEventsRequest, _events_pb2.WatchEventsResponse]
+    """Streams every committed change, in commit order, from now or from a resume
+    token, optionally after the current state. Idle streams get heartbeats.
+    """
 
 @_typing.type_check_only
 class CustomerManagementServiceAsyncStub(CustomerManagementServiceStub):
@@ -131,6 +136,10 @@ class CustomerManagementServiceAsyncStub(CustomerManagementServiceStub):
     """
     DeletePaymentMean: _aio.UnaryUnaryMultiCallable[_service_pb2.DeletePaymentMeanRequest, _empty_pb2.Empty]  # type: ignore[assignment]
     """Deletes a PaymentMean."""
+    WatchEvents: _aio.UnaryStreamMultiCallable[_events_pb2.WatchEventsRequest, _events_pb2.WatchEventsResponse]  # type: ignore[assignment]
+    """Streams every committed change, in commit order, from now or from a resume
+    token, optionally after the current state. Idle streams get heartbeats.
+    """
 
 class CustomerManagementServiceServicer(metaclass=_abc_1.ABCMeta):
     """TMF629 Customer Management: the system of record for customers, their
@@ -268,5 +277,15 @@ class CustomerManagementServiceServicer(metaclass=_abc_1.ABCMeta):
         context: _ServicerContext,
     ) -> _typing.Union[_empty_pb2.Empty, _abc.Awaitable[_empty_pb2.Empty]]:
         """Deletes a PaymentMean."""
+
+    @_abc_1.abstractmethod
+    def WatchEvents(
+        self,
+        request: _events_pb2.WatchEventsRequest,
+        context: _ServicerContext,
+    ) -> _typing.Union[_abc.Iterator[_events_pb2.WatchEventsResponse], _abc.AsyncIterator[_events_pb2.WatchEventsResponse]]:
+        """Streams every committed change, in commit order, from now or from a resume
+        token, optionally after the current state. Idle streams get heartbeats.
+        """
 
 def add_CustomerManagementServiceServicer_to_server(servicer: CustomerManagementServiceServicer, server: _typing.Union[_grpc.Server, _aio.Server]) -> None: ...
