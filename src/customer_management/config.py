@@ -20,6 +20,10 @@ class Config:
     pin_pepper: str = ""
     log_level: str = "INFO"
     request_id_retention_hours: float = 168.0
+    event_retention_hours: float = 168.0
+    heartbeat_interval: float = 30.0
+    max_watchers: int = 1000
+    watch_buffer: int = 10_000
 
     def href_base(self, port: int) -> str:
         """The base of every href; by default this server's own address, as bound."""
@@ -51,6 +55,25 @@ OPTIONS: list[tuple[str, str, type, str]] = [
         "CM_REQUEST_ID_RETENTION_HOURS",
         float,
         "how long a Create's request_id is remembered for retries",
+    ),
+    (
+        "event_retention_hours",
+        "CM_EVENT_RETENTION_HOURS",
+        float,
+        "how long events stay resumable in WatchEvents",
+    ),
+    (
+        "heartbeat_interval",
+        "CM_HEARTBEAT_INTERVAL",
+        float,
+        "seconds of silence after which a watch stream gets a heartbeat",
+    ),
+    ("max_watchers", "CM_MAX_WATCHERS", int, "open WatchEvents streams this server accepts"),
+    (
+        "watch_buffer",
+        "CM_WATCH_BUFFER",
+        int,
+        "events a watcher may fall behind before it is ended (it resumes from its token)",
     ),
 ]
 

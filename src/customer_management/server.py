@@ -17,14 +17,18 @@ from customer_management.config import Config
 from customer_management.domain.customer_accounts import CustomerAccountKind
 from customer_management.domain.customers import CustomerKind
 from customer_management.domain.payment_means import PaymentMeanKind
-from customer_management.domain.retention import forget_old_request_ids
+from customer_management.domain.retention import forget_old_events, forget_old_request_ids
 from customer_management.domain.service import ResourceService, Settings
+from customer_management.domain.watching import Watching
+from customer_management.events.broker import Broker
 from customer_management.store import migrate
 from customer_management.store.database import Database
 from tmf629.v1 import service_pb2, service_pb2_grpc
 
 log = logging.getLogger(__name__)
 HOUSEKEEPING_INTERVAL = 600.0
+EVENT_POLL_INTERVAL = 0.5
+"""Seconds between outbox reads when no commit or notification has woken the broker."""
 SERVICE_NAME = service_pb2.DESCRIPTOR.services_by_name["CustomerManagementService"].full_name
 
 
@@ -35,6 +39,12 @@ class Server:
         self.config = config
         self._housekeeping: asyncio.Task[None] | None = None
         self.database = Database(config.database_url, pool_size=config.pool_size)
+        self.broker = Broker(
+            self.database,
+            poll_interval=EVENT_POLL_INTERVAL,
+            buffer=config.watch_buffer,
+            max_watchers=config.max_watchers,
+        )
         self.health = health.aio.HealthServicer()  # type: ignore[attr-defined]
         # No SO_REUSEPORT: a second server on a taken port must fail, not share it.
         self.grpc = grpc.aio.server(
@@ -53,6 +63,7 @@ class Server:
         await asyncio.to_thread(migrate.upgrade, self.database)
         await self.grpc.start()
         await self.database.ping()
+        await self.broker.start()
         for name in ("", SERVICE_NAME):
             await self.health.set(name, health_pb2.HealthCheckResponse.SERVING)
         self._housekeeping = asyncio.create_task(self._keep_house())
@@ -69,22 +80,31 @@ class Server:
         settings = Settings(
             base_url=self.config.href_base(self.port), pin_pepper=self.config.pin_pepper.encode()
         )
-        servicer = CustomerManagementServicer(
-            ResourceService(CustomerKind(), self.database, settings),
-            ResourceService(CustomerAccountKind(), self.database, settings),
-            ResourceService(PaymentMeanKind(), self.database, settings),
+        customers = ResourceService(CustomerKind(), self.database, settings)
+        accounts = ResourceService(CustomerAccountKind(), self.database, settings)
+        payment_means = ResourceService(PaymentMeanKind(), self.database, settings)
+        watching = Watching(
+            self.database,
+            self.broker,
+            [customers, accounts, payment_means],
+            heartbeat_interval=self.config.heartbeat_interval,
         )
+        servicer = CustomerManagementServicer(customers, accounts, payment_means, watching)
         service_pb2_grpc.add_CustomerManagementServiceServicer_to_server(servicer, self.grpc)
         health_pb2_grpc.add_HealthServicer_to_server(self.health, self.grpc)
         reflection.enable(self.grpc, SERVICE_NAME, health.SERVICE_NAME)
 
     async def _keep_house(self) -> None:
         retention = timedelta(hours=self.config.request_id_retention_hours)
+        event_retention = timedelta(hours=self.config.event_retention_hours)
         while True:
             try:
                 forgotten = await forget_old_request_ids(self.database, retention)
                 if forgotten:
                     log.info("forgot %d request ids older than %s", forgotten, retention)
+                pruned = await forget_old_events(self.database, event_retention)
+                if pruned:
+                    log.info("pruned %d events older than %s", pruned, event_retention)
             except Exception:
                 log.exception("housekeeping failed; trying again later")
             await asyncio.sleep(HOUSEKEEPING_INTERVAL)
@@ -94,6 +114,7 @@ class Server:
         if self._housekeeping is not None:
             self._housekeeping.cancel()
         await self.health.enter_graceful_shutdown()
+        await self.broker.close()  # watchers end now with their tokens, not after the grace
         await self.grpc.stop(self.config.grace_period if grace is None else grace)
         await asyncio.to_thread(self.database.close)
         log.info("stopped")

@@ -2,15 +2,18 @@
 
 from __future__ import annotations
 
+from collections.abc import AsyncIterator
 from typing import Any
 
 from google.protobuf.empty_pb2 import Empty
 
 from customer_management.domain.service import ResourceService
+from customer_management.domain.watching import Watching
 from tmf629.v1 import service_pb2 as pb
 from tmf629.v1 import service_pb2_grpc
 from tmf629.v1.customer_account_pb2 import CustomerAccount
 from tmf629.v1.customer_pb2 import Customer
+from tmf629.v1.events_pb2 import WatchEventsRequest, WatchEventsResponse
 from tmf629.v1.payment_mean_pb2 import PaymentMean
 
 Context = Any
@@ -22,10 +25,12 @@ class CustomerManagementServicer(service_pb2_grpc.CustomerManagementServiceServi
         customers: ResourceService[Customer],
         customer_accounts: ResourceService[CustomerAccount],
         payment_means: ResourceService[PaymentMean],
+        watching: Watching,
     ) -> None:
         self._customers = customers
         self._accounts = customer_accounts
         self._payment_means = payment_means
+        self._watching = watching
 
     # Customer
 
@@ -115,3 +120,11 @@ class CustomerManagementServicer(service_pb2_grpc.CustomerManagementServiceServi
     ) -> Empty:
         await self._payment_means.delete(request.id, request.etag)
         return Empty()
+
+    # Events
+
+    async def WatchEvents(
+        self, request: WatchEventsRequest, context: Context
+    ) -> AsyncIterator[WatchEventsResponse]:
+        async for response in self._watching.watch(request):
+            yield response

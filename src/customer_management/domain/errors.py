@@ -59,3 +59,9 @@ class Aborted(DomainError):
 class Unavailable(DomainError):
     code: str = "UNAVAILABLE"
     reason: str = "DATABASE_UNAVAILABLE"
+
+
+@dataclass
+class ResourceExhausted(DomainError):
+    code: str = "RESOURCE_EXHAUSTED"
+    reason: str = "RESOURCE_EXHAUSTED"

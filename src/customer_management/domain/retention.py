@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from datetime import UTC, datetime, timedelta
 
-from customer_management.store import resources
+from customer_management.store import outbox, resources
 from customer_management.store.database import Database
 
 
@@ -12,3 +12,9 @@ async def forget_old_request_ids(database: Database, retention: timedelta) -> in
     """A Create retried after `retention` is a new request: its key is forgotten."""
     before = datetime.now(UTC) - retention
     return await database.write(lambda session: resources.forget_requests(session, before))
+
+
+async def forget_old_events(database: Database, retention: timedelta) -> int:
+    """Events older than `retention` go; a token from before them has expired."""
+    before = datetime.now(UTC) - retention
+    return await database.write(lambda session: outbox.prune(session, before))

@@ -1,6 +1,7 @@
 """The standard methods of one resource kind: validation, references, etags, idempotency.
 
-Writes run as units of work that the database group-commits; Gets by id are batched.
+Writes run as units of work that the database group-commits, each recording its event
+in the same transaction; Gets by id are batched.
 """
 
 from __future__ import annotations
@@ -28,9 +29,10 @@ from customer_management.domain.errors import (
 )
 from customer_management.domain.kinds import COLLECTIONS, Kind, M, RefSlot
 from customer_management.domain.masks import OUTPUT_ONLY, WILDCARD, effective_paths, merge
+from customer_management.domain.notifications import Change, changed_fields, event
 from customer_management.domain.pins import hash_pin, pin_problem
 from customer_management.domain.validation import Violations, check_message
-from customer_management.store import resources
+from customer_management.store import outbox, resources
 from customer_management.store.batching import Batcher, Outcome
 from customer_management.store.database import Database
 from customer_management.store.models import ResourceRow
@@ -107,7 +109,8 @@ class ResourceService(Generic[M]):
             resources.replace_children(
                 session, self.kind.kind, row.id, self.kind.children(resource), new=True
             )
-            created = self._output(row)
+            created = self.output(row)
+            self._record(session, Change.CREATE, created, now)
             if request_id:
                 resources.save_request(
                     session,
@@ -127,7 +130,7 @@ class ResourceService(Generic[M]):
         row = await self._by_id.submit(id)
         if row is None:
             raise self._not_found(id)
-        return self._output(row)
+        return self.output(row)
 
     async def list(self, page_size: int, page_token: str, filter: str, order_by: str) -> Page[M]:
         query = listing.parse(self.kind, page_size, page_token, filter, order_by)
@@ -151,7 +154,7 @@ class ResourceService(Generic[M]):
                 page.append(row)
             more = len(page) < len(rows)
             token = listing.next_token(query, page[-1]) if more else ""
-            return Page([self._output(row) for row in page], token)
+            return Page([self.output(row) for row in page], token)
 
         return await self.database.read(unit)
 
@@ -178,17 +181,22 @@ class ResourceService(Generic[M]):
             self._resolve(session, updated)
             body = self._body(updated)
             if body == row.body and "pin" not in paths:
-                return self._output(row)  # nothing changes: same etag, no write
+                return self.output(row)  # nothing changes: same etag, no write
+            changed = changed_fields(current, updated)
             for name, value in self.kind.columns(updated).items():
                 setattr(row, name, value)
             if "pin" in paths:
                 row.pin_hash = pin_hash  # type: ignore[attr-defined]
+                changed.append("pin")  # that it changed, never what it is
+            now = datetime.now(UTC)
             row.version += 1
-            row.update_time = datetime.now(UTC)
+            row.update_time = now
             row.body = body
             resources.replace_children(session, self.kind.kind, row.id, self.kind.children(updated))
             session.flush()
-            return self._output(row)
+            output = self.output(row)
+            self._record(session, Change.UPDATE, output, now, changed)
+            return output
 
         return await self.database.write(unit)
 
@@ -212,7 +220,9 @@ class ResourceService(Generic[M]):
                         for r in found
                     ],
                 )
+            last = self.output(row)
             resources.remove(session, self.kind.kind, row)
+            self._record(session, Change.DELETE, last, datetime.now(UTC))
 
         await self.database.write(unit)
 
@@ -294,6 +304,23 @@ class ResourceService(Generic[M]):
                 ],
             )
 
+    def _record(
+        self,
+        session: Session,
+        change: Change,
+        resource: M,
+        time: datetime,
+        changed: Sequence[str] = (),
+    ) -> None:
+        built = event(self.kind.kind, change, resource, time, changed)
+        outbox.record(
+            session,
+            event_type=built.event_type,
+            resource_id=resource.id,  # type: ignore[attr-defined]
+            event_time=time,
+            body=built.SerializeToString(),
+        )
+
     def _href_base(self, kind: str) -> str:
         return f"{self.settings.base_url.rstrip('/')}/{COLLECTIONS[kind]}/"
 
@@ -316,7 +343,7 @@ class ResourceService(Generic[M]):
             metadata={"resource": self.kind.kind, "id": id},
         )
 
-    def _output(self, row: Stored) -> M:
+    def output(self, row: Stored) -> M:
         resource = self.kind.message_type.FromString(row.body)
         out: Any = resource
         out.id = row.id

@@ -10,8 +10,11 @@ with BEGIN IMMEDIATE: writers queue in the process instead of failing with
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import functools
-from collections.abc import Callable, Iterator, Sequence
+import queue
+import threading
+from collections.abc import AsyncGenerator, Callable, Iterator, Sequence
 from concurrent.futures import ThreadPoolExecutor
 from contextlib import contextmanager
 from typing import Any, TypeVar
@@ -21,12 +24,15 @@ from sqlalchemy.engine import make_url
 from sqlalchemy.exc import DBAPIError, IntegrityError, OperationalError
 from sqlalchemy.orm import Session, sessionmaker
 
+from customer_management.store import outbox
 from customer_management.store.batching import Batcher, Item, Outcome, Result
 from customer_management.store.errors import StoreConflict, StoreUnavailable
 
 T = TypeVar("T")
 
 SQLITE_BUSY_TIMEOUT_MS = 30_000
+HANDOFF_POLL = 0.5
+"""Seconds between checks that the other side of a `stream` is still there."""
 
 
 # hide_parameters: an error's SQL parameters (a resource body, a PIN hash) stay out of logs.
@@ -101,6 +107,7 @@ class Database:
         self._writes: Batcher[Callable[[Session], Any], Any] = Batcher(
             self._writers, self._run_writes, lanes=writers, max_batch=max_batch
         )
+        self._event_listeners: list[Callable[[], object]] = []
 
     @property
     def display_url(self) -> str:
@@ -111,6 +118,63 @@ class Database:
         loop = asyncio.get_running_loop()
         unit = functools.partial(_unit, self._read_sessions, work)
         return await loop.run_in_executor(self._readers, unit)
+
+    async def stream(self, work: Callable[[Session], Iterator[T]]) -> AsyncGenerator[T]:
+        """Runs `work` in one consistent read-only transaction on a worker thread and
+        yields what it yields, at most two items ahead of the consumer. Leaving early
+        ends the transaction."""
+        handoff: queue.Queue[tuple[str, Any]] = queue.Queue(maxsize=2)
+        stop = threading.Event()
+
+        def put(item: tuple[str, Any]) -> bool:
+            while not stop.is_set():
+                with contextlib.suppress(queue.Full):
+                    handoff.put(item, timeout=HANDOFF_POLL)
+                    return True
+            return False
+
+        def produce() -> None:
+            try:
+                with _store_errors(), self._snapshot() as session:
+                    for item in work(session):
+                        if not put(("item", item)):
+                            return
+                put(("end", None))
+            except Exception as error:
+                put(("error", error))
+
+        loop = asyncio.get_running_loop()
+        producer = loop.run_in_executor(self._readers, produce)
+        try:
+            while True:
+                try:
+                    kind, value = await asyncio.to_thread(handoff.get, True, HANDOFF_POLL)
+                except queue.Empty:
+                    continue
+                if kind == "end":
+                    return
+                if kind == "error":
+                    raise value
+                yield value
+        finally:
+            stop.set()
+            await asyncio.shield(producer)
+
+    @contextmanager
+    def _snapshot(self) -> Iterator[Session]:
+        """A read-only transaction that sees one state of the database throughout."""
+        with self.read_engine.connect() as connection:
+            if self.is_sqlite:
+                connection.exec_driver_sql("BEGIN")  # the driver's autocommit is off
+                try:
+                    with Session(bind=connection) as session:
+                        yield session
+                finally:
+                    connection.exec_driver_sql("ROLLBACK")
+            else:
+                consistent = connection.execution_options(isolation_level="REPEATABLE READ")
+                with consistent.begin(), Session(bind=consistent) as session:
+                    yield session
 
     async def write(self, work: Callable[[Session], T]) -> T:
         """Runs `work` in a transaction; returns once that transaction has committed."""
@@ -131,17 +195,21 @@ class Database:
 
         return Batcher(self._readers, batch, lanes=self._lanes, max_batch=max_batch)
 
+    def on_events(self, listener: Callable[[], object]) -> None:
+        """Calls `listener` (on a worker thread) after each commit that wrote events."""
+        self._event_listeners.append(listener)
+
     def _run_writes(self, works: Sequence[Callable[[Session], Any]]) -> list[Outcome[Any]]:
         """Commits the batch as one transaction. Units of work must be re-runnable: when
         one fails, the batch runs again with each unit in a savepoint of its own."""
         if len(works) == 1:
-            return [Outcome(value=_unit(self._write_sessions, works[0]))]
+            return [Outcome(value=self._commit(works[0]))]
 
         def all_together(session: Session) -> list[Outcome[Any]]:
             return [Outcome(value=work(session)) for work in works]
 
         try:
-            return _unit(self._write_sessions, all_together)
+            return self._commit(all_together)
         except StoreUnavailable:
             raise
         except Exception:
@@ -150,14 +218,26 @@ class Database:
         def each_in_a_savepoint(session: Session) -> list[Outcome[Any]]:
             outcomes: list[Outcome[Any]] = []
             for work in works:
+                events = outbox.mark(session)
                 try:
                     with session.begin_nested():
                         outcomes.append(Outcome(value=work(session)))
                 except Exception as error:
+                    outbox.discard(session, events)  # a failed change has no event
                     outcomes.append(Outcome(error=_translate(error)))
             return outcomes
 
-        return _unit(self._write_sessions, each_in_a_savepoint)
+        return self._commit(each_in_a_savepoint)
+
+    def _commit(self, work: Callable[[Session], T]) -> T:
+        """Runs `work` in a transaction that ends by writing its events, then commits."""
+        with _store_errors(), self._write_sessions() as session, session.begin():
+            result = work(session)
+            wrote_events = outbox.flush(session)
+        if wrote_events:
+            for listener in self._event_listeners:
+                listener()
+        return result
 
     async def ping(self) -> None:
         def _ping(session: Session) -> None:

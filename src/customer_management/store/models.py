@@ -207,6 +207,35 @@ class RequestKey(Base):
     create_time: Mapped[datetime] = mapped_column(UtcDateTime, index=True)
 
 
+class EventRow(Base):
+    """The transactional outbox: each change's event, written in the change's transaction.
+
+    `seq` is the commit order and never reused (AUTOINCREMENT on SQLite, a sequence on
+    PostgreSQL), so a resume token can be a position in it.
+    """
+
+    __tablename__ = "event"
+    __table_args__ = {"sqlite_autoincrement": True}  # noqa: RUF012 (SQLAlchemy declares it)
+
+    seq: Mapped[int] = mapped_column(BIG_ID, primary_key=True, autoincrement=True)
+    event_time: Mapped[datetime] = mapped_column(UtcDateTime, index=True)
+    event_type: Mapped[int] = mapped_column(Integer)
+    resource_id: Mapped[str] = mapped_column(String(64))
+    body: Mapped[bytes] = mapped_column(LargeBinary)
+    """The serialized Event, without its event_id (which is `seq`)."""
+
+
+class EventHistory(Base):
+    """One row about the event history: which one it is, so tokens from another
+    database are refused, and how far it has been pruned, so old tokens are refused."""
+
+    __tablename__ = "event_history"
+
+    id: Mapped[int] = mapped_column(Integer, primary_key=True)
+    history_id: Mapped[str] = mapped_column(String(36))
+    pruned_through: Mapped[int] = mapped_column(BigInteger)
+
+
 @dataclass(frozen=True)
 class Reference:
     """Where one resource points at another: `table.column` holds the target's id.

@@ -237,3 +237,14 @@ def save_request(
             create_time=now,
         )
     )
+
+
+def scan(
+    session: Session, kind: str, ids: Sequence[str], *, after_pk: int, limit: int
+) -> list[ResourceRow]:
+    """Rows in creation order after `after_pk`; only those with `ids` when given."""
+    model = ROWS[kind]
+    query = select(model).where(model.pk > after_pk)
+    if ids:
+        query = query.where(model.id.in_(ids))
+    return list(session.scalars(query.order_by(model.pk).limit(limit)))

@@ -1,0 +1,279 @@
+"""WatchEvents: every committed change in commit order, from now or from a resume token,
+optionally after a consistent snapshot of the current state.
+
+A stream first catches up from the outbox, then switches to the broker's live feed at
+a point where neither can skip an event; every response carries the position it
+reached as its resume token.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import base64
+import binascii
+import contextlib
+import functools
+from collections.abc import AsyncIterator, Iterator, Sequence
+from dataclasses import dataclass
+from typing import Any
+
+from sqlalchemy.orm import Session
+
+from customer_management.domain.errors import (
+    FailedPrecondition,
+    FieldViolation,
+    InvalidArgument,
+    ResourceExhausted,
+    Unavailable,
+)
+from customer_management.domain.notifications import EVENT_TYPES, KIND_OF_TYPE
+from customer_management.domain.service import ID_MAX, ResourceService
+from customer_management.events.broker import (
+    Broker,
+    Closed,
+    Ended,
+    Subscription,
+    WatchersFull,
+)
+from customer_management.store import outbox, resources
+from customer_management.store.database import Database
+from customer_management.store.outbox import StoredEvent
+from tmf629.v1.events_pb2 import (
+    Event,
+    EventPayload,
+    Heartbeat,
+    SnapshotComplete,
+    WatchEventsRequest,
+    WatchEventsResponse,
+)
+
+MAX_IDS = 1000
+PAGE = 500
+
+
+@dataclass(frozen=True)
+class Spec:
+    """A validated WatchEvents request."""
+
+    event_types: frozenset[int]
+    ids: frozenset[str]
+    resume_from: tuple[str, int] | None
+    initial_state: bool
+
+    def matches(self, event: StoredEvent) -> bool:
+        return (not self.event_types or event.event_type in self.event_types) and (
+            not self.ids or event.resource_id in self.ids
+        )
+
+    @property
+    def kinds(self) -> list[str]:
+        wanted = {KIND_OF_TYPE[t] for t in self.event_types} or set(EVENT_TYPES)
+        return [kind for kind in EVENT_TYPES if kind in wanted]
+
+
+def token(history_id: str, seq: int) -> str:
+    return base64.urlsafe_b64encode(f"{history_id}:{seq}".encode()).decode().rstrip("=")
+
+
+def _untoken(value: str) -> tuple[str, int]:
+    try:
+        text = base64.urlsafe_b64decode(value + "=" * (-len(value) % 4)).decode()
+        history_id, seq = text.split(":")
+        return history_id, int(seq)
+    except (binascii.Error, UnicodeDecodeError, ValueError):
+        problem = "is not a token this service issued"
+        raise InvalidArgument(
+            f"resume_token {problem}",
+            reason="INVALID_RESUME_TOKEN",
+            violations=[FieldViolation("resume_token", problem)],
+        ) from None
+
+
+def parse(request: WatchEventsRequest) -> Spec:
+    violations = []
+    for i, event_type in enumerate(request.event_types):
+        if event_type not in KIND_OF_TYPE:
+            violations.append(FieldViolation(f"event_types[{i}]", "is not an event type"))
+    if len(request.resource_ids) > MAX_IDS:
+        violations.append(FieldViolation("resource_ids", f"has more than {MAX_IDS} ids"))
+    for i, id in enumerate(request.resource_ids[:MAX_IDS]):
+        if not id or len(id) > ID_MAX or not id.isprintable():
+            violations.append(
+                FieldViolation(f"resource_ids[{i}]", f"must be 1 to {ID_MAX} printable characters")
+            )
+    if request.initial_state and request.resume_token:
+        violations.append(
+            FieldViolation("initial_state", "starts a new stream; it cannot resume one")
+        )
+    if violations:
+        raise InvalidArgument("the request has invalid fields", violations=violations)
+    return Spec(
+        event_types=frozenset(request.event_types),
+        ids=frozenset(request.resource_ids),
+        resume_from=_untoken(request.resume_token) if request.resume_token else None,
+        initial_state=request.initial_state,
+    )
+
+
+class Watching:
+    def __init__(
+        self,
+        database: Database,
+        broker: Broker,
+        services: Sequence[ResourceService[Any]],
+        *,
+        heartbeat_interval: float,
+    ) -> None:
+        self.database = database
+        self.broker = broker
+        self.services = {service.kind.kind: service for service in services}
+        self.heartbeat_interval = heartbeat_interval
+
+    async def watch(self, request: WatchEventsRequest) -> AsyncIterator[WatchEventsResponse]:
+        spec = parse(request)
+        if self.broker.watchers >= self.broker.max_watchers:
+            raise _full()
+        history = await self.database.read(outbox.history)
+        last = history.latest
+        if spec.resume_from is not None:
+            last = _resumable(spec.resume_from, history)
+        if spec.initial_state:
+            async for item in self._snapshot(spec):
+                last = item.position
+                yield item.message
+        subscription = self._subscribe(spec, last)
+        try:
+            # Events up to where the live feed starts come from the outbox; the live
+            # feed buffers what commits meanwhile, and what both hold is sent once.
+            async for event in self._history(last, until=subscription.start):
+                last = event.seq
+                if spec.matches(event):
+                    yield self._event(event)
+            async for response in self._live(subscription, last):
+                yield response
+        finally:
+            self.broker.unsubscribe(subscription)
+
+    async def _history(self, after: int, *, until: int) -> AsyncIterator[StoredEvent]:
+        """The outbox's events after `after` up to `until`, in commit order."""
+        while after < until:
+            page = await self.database.read(functools.partial(outbox.after, seq=after, limit=PAGE))
+            if after < page.pruned_through:
+                raise _expired(page.pruned_through)
+            if not page.events:
+                return  # the rest was deleted by hand: nothing left to send
+            for event in page.events:
+                if event.seq > until:
+                    return
+                yield event
+            after = page.events[-1].seq
+
+    def _subscribe(self, spec: Spec, last: int) -> Subscription:
+        try:
+            return self.broker.subscribe(spec.matches)
+        except WatchersFull:
+            raise _full() from None
+        except Closed:
+            raise self._shutting_down(last) from None
+
+    def _shutting_down(self, last: int) -> Unavailable:
+        return Unavailable(
+            "the server is shutting down; resume with the last token on another",
+            reason="SHUTTING_DOWN",
+            metadata={"resume_token": self._token(last)},
+        )
+
+    async def _live(
+        self, subscription: Subscription, last: int
+    ) -> AsyncIterator[WatchEventsResponse]:
+        while True:
+            while subscription.events:
+                event = subscription.events.popleft()
+                if event.seq > last:
+                    last = event.seq
+                    yield self._event(event)
+            if subscription.ended is Ended.OVERFLOW:
+                raise ResourceExhausted(
+                    "this watcher fell too far behind; resume with its last token",
+                    reason="WATCHER_TOO_SLOW",
+                    metadata={"resume_token": self._token(last)},
+                )
+            if subscription.ended is Ended.SHUTDOWN:
+                raise self._shutting_down(last)
+            subscription.wakeup.clear()
+            try:
+                await asyncio.wait_for(subscription.wakeup.wait(), self.heartbeat_interval)
+            except TimeoutError:
+                if not subscription.events and subscription.ended is None:
+                    # Every event up to the broker's position has been offered and sent.
+                    last = max(last, self.broker.position)
+                    yield WatchEventsResponse(resume_token=self._token(last), heartbeat=Heartbeat())
+
+    async def _snapshot(self, spec: Spec) -> AsyncIterator[_Positioned]:
+        services = self.services
+
+        def read(session: Session) -> Iterator[_Positioned]:
+            position = outbox.history(session).latest
+            mark = self._token(position)
+            for kind in spec.kinds:
+                after = 0
+                while rows := resources.scan(
+                    session, kind, sorted(spec.ids), after_pk=after, limit=PAGE
+                ):
+                    for row in rows:
+                        payload = EventPayload()
+                        getattr(payload, kind).CopyFrom(services[kind].output(row))
+                        yield _Positioned(
+                            position, WatchEventsResponse(resume_token=mark, snapshot=payload)
+                        )
+                    after = rows[-1].pk
+            yield _Positioned(
+                position,
+                WatchEventsResponse(resume_token=mark, snapshot_complete=SnapshotComplete()),
+            )
+
+        async with contextlib.aclosing(self.database.stream(read)) as stream:
+            async for item in stream:
+                yield item
+
+    def _event(self, stored: StoredEvent) -> WatchEventsResponse:
+        event = Event.FromString(stored.body)
+        event.event_id = str(stored.seq)
+        return WatchEventsResponse(resume_token=self._token(stored.seq), event=event)
+
+    def _token(self, seq: int) -> str:
+        return token(self.broker.history_id, seq)
+
+
+@dataclass(frozen=True)
+class _Positioned:
+    position: int
+    message: WatchEventsResponse
+
+
+def _resumable(resume_from: tuple[str, int], history: outbox.History) -> int:
+    history_id, seq = resume_from
+    if history_id != history.id or seq > history.latest:
+        raise FailedPrecondition(
+            "resume_token is not from this service's event history",
+            reason="RESUME_TOKEN_UNKNOWN",
+        )
+    if seq < history.pruned_through:
+        raise _expired(history.pruned_through)
+    return seq
+
+
+def _expired(pruned_through: int) -> FailedPrecondition:
+    return FailedPrecondition(
+        "resume_token is older than the retained event history; start again from now"
+        " (with initial_state to rebuild what you keep)",
+        reason="RESUME_TOKEN_EXPIRED",
+        metadata={"oldest_resumable": str(pruned_through)},
+    )
+
+
+def _full() -> ResourceExhausted:
+    return ResourceExhausted(
+        "every watcher slot of this server is taken; retry later or on another replica",
+        reason="TOO_MANY_WATCHERS",
+    )

@@ -1,0 +1,130 @@
+"""The event outbox: each change's event is written in the change's own transaction.
+
+Units of work `record` events; the write runner `flush`es them last, just before the
+commit. On PostgreSQL every writer takes one advisory lock for that last step, so
+sequence order is commit order: a reader that has seen `seq` N has seen every event
+below it, and a late-committing transaction can never land behind a resume token.
+SQLite has a single writer already.
+"""
+
+from __future__ import annotations
+
+from collections.abc import AsyncIterator
+from dataclasses import dataclass
+from datetime import datetime
+from typing import Any
+
+import psycopg
+from sqlalchemy import URL, Connection, delete, func, insert, select, text, update
+from sqlalchemy.orm import Session
+
+from customer_management.store.models import EventHistory, EventRow
+
+CHANNEL = "tmf629_events"
+"""PostgreSQL NOTIFY channel: a wake-up for every replica's broker, never the data."""
+WRITERS_LOCK_KEY = 629_000_002
+_PENDING = "outbox.pending"
+
+
+@dataclass(frozen=True)
+class StoredEvent:
+    seq: int
+    event_type: int
+    resource_id: str
+    body: bytes
+
+
+@dataclass(frozen=True)
+class History:
+    id: str
+    pruned_through: int
+    """Events up to this seq may be gone; a token below it has expired."""
+    latest: int
+    """The newest committed event's seq (or `pruned_through` when none is left)."""
+
+
+def record(
+    session: Session, *, event_type: int, resource_id: str, event_time: datetime, body: bytes
+) -> None:
+    """Adds an event to the transaction; it is written only if the transaction commits."""
+    pending: list[dict[str, Any]] = session.info.setdefault(_PENDING, [])
+    pending.append(
+        {
+            "event_type": event_type,
+            "resource_id": resource_id,
+            "event_time": event_time,
+            "body": body,
+        }
+    )
+
+
+def mark(session: Session) -> int:
+    """Where the recorded events stand, to `discard` back to if a unit of work fails."""
+    return len(session.info.get(_PENDING, ()))
+
+
+def discard(session: Session, mark: int) -> None:
+    del session.info.get(_PENDING, [])[mark:]
+
+
+def flush(session: Session) -> bool:
+    """Writes the transaction's events; the last step before its commit."""
+    pending = session.info.pop(_PENDING, None)
+    if not pending:
+        return False
+    postgresql = session.get_bind().dialect.name == "postgresql"
+    if postgresql:
+        session.execute(text("SELECT pg_advisory_xact_lock(:key)"), {"key": WRITERS_LOCK_KEY})
+    session.execute(insert(EventRow), pending)
+    if postgresql:
+        session.execute(text("SELECT pg_notify(:channel, '')"), {"channel": CHANNEL})
+    return True
+
+
+def history(connection: Connection | Session) -> History:
+    row = connection.execute(select(EventHistory.history_id, EventHistory.pruned_through)).one()
+    latest = connection.execute(select(func.max(EventRow.seq))).scalar()
+    return History(row.history_id, row.pruned_through, max(latest or 0, row.pruned_through))
+
+
+@dataclass(frozen=True)
+class Page:
+    events: list[StoredEvent]
+    pruned_through: int
+    """As it stood when the page was read: if it is past `seq`, events are missing."""
+
+
+def after(connection: Connection | Session, seq: int, *, limit: int) -> Page:
+    """The events after `seq`, in commit order."""
+    rows = connection.execute(
+        select(EventRow.seq, EventRow.event_type, EventRow.resource_id, EventRow.body)
+        .where(EventRow.seq > seq)
+        .order_by(EventRow.seq)
+        .limit(limit)
+    )
+    events = [StoredEvent(*row) for row in rows]
+    pruned_through = connection.execute(select(EventHistory.pruned_through)).scalar_one()
+    return Page(events, pruned_through)
+
+
+def prune(session: Session, before: datetime) -> int:
+    """Drops the events older than `before`; returns how many."""
+    cut = session.execute(
+        select(func.max(EventRow.seq)).where(EventRow.event_time < before)
+    ).scalar()
+    if cut is None:
+        return 0
+    result = session.execute(delete(EventRow).where(EventRow.seq <= cut))
+    session.execute(
+        update(EventHistory).where(EventHistory.pruned_through < cut).values(pruned_through=cut)
+    )
+    return int(getattr(result, "rowcount", 0) or 0)
+
+
+async def notifications(url: URL) -> AsyncIterator[None]:
+    """One item per NOTIFY on CHANNEL (PostgreSQL), from a connection of its own."""
+    conninfo = url.set(drivername="postgresql").render_as_string(hide_password=False)
+    async with await psycopg.AsyncConnection.connect(conninfo, autocommit=True) as connection:
+        await connection.execute(f"LISTEN {CHANNEL}")
+        async for _ in connection.notifies():
+            yield
