@@ -51,7 +51,8 @@ def event(
     built = Event(event_type=EVENT_TYPES[kind][change])
     built.event_time.FromDatetime(time)
     getattr(built.event, kind).CopyFrom(resource)
-    built.changed_fields.paths.extend(changed)
+    if changed:  # a create or delete has no changed_fields at all
+        built.changed_fields.paths.extend(changed)
     return built
 
 
