@@ -10,6 +10,9 @@ so a noisy shared machine moves both sides alike. Writes BENCHMARKS.md.
 from __future__ import annotations
 
 import argparse
+import asyncio
+import contextlib
+import multiprocessing
 import os
 import platform
 import shutil
@@ -25,6 +28,7 @@ from collections.abc import Iterator
 from contextlib import contextmanager
 from dataclasses import dataclass
 from datetime import UTC, datetime
+from multiprocessing.connection import Connection
 from pathlib import Path
 
 import grpc
@@ -36,6 +40,7 @@ from grpc_health.v1 import health_pb2, health_pb2_grpc
 from tmf629.v1 import service_pb2 as pb
 from tmf629.v1 import service_pb2_grpc
 from tmf629.v1.customer_pb2 import Customer
+from tmf629.v1.events_pb2 import WatchEventsRequest
 
 TARGETS = {"GetCustomer": 0.6, "CreateCustomer": 0.4}
 POSTGRES_URL = os.environ.get("CM_BENCH_POSTGRES_URL", "postgresql://postgres@127.0.0.1:5432/test")
@@ -112,7 +117,7 @@ def postgres_database() -> Iterator[str]:
 
 
 @contextmanager
-def server(database_url: str, workdir: Path) -> Iterator[str]:
+def server(database_url: str, workdir: Path) -> Iterator[tuple[str, subprocess.Popen[bytes]]]:
     port = free_port()
     log = (workdir / f"serve-{port}.log").open("w")
     process = subprocess.Popen(
@@ -145,7 +150,7 @@ def server(database_url: str, workdir: Path) -> Iterator[str]:
                 if process.poll() is not None or time.monotonic() > deadline:
                     raise SystemExit(f"server did not start; see {log.name}")
                 time.sleep(0.2)
-        yield target
+        yield target, process
     finally:
         process.terminate()
         process.wait(timeout=30)
@@ -194,9 +199,10 @@ def h2load(
 
 def bench_database(
     name: str, url: str, binary: str, args: argparse.Namespace, workdir: Path
-) -> list[Run]:
+) -> tuple[list[Run], WatchRun | None]:
     runs: list[Run] = []
-    with server(url, workdir) as target:
+    watching = None
+    with server(url, workdir) as (target, process):
         customer = json_format.ParseDict(CUSTOMER, Customer())
         with grpc.insecure_channel(target) as channel:
             stub = service_pb2_grpc.CustomerManagementServiceStub(channel)
@@ -238,7 +244,157 @@ def bench_database(
                 request.page_token = page.next_page_token
             if count != before + creates:
                 raise SystemExit(f"[{name}] expected {before + creates} customers, found {count}")
-    return runs
+        if args.watchers:
+            get = (bodies["GetCustomer"][0], workdir / "GetCustomer.bin")
+            watching = watch_phase(name, target, process.pid, get, binary, args)
+    return runs, watching
+
+
+@dataclass(frozen=True)
+class WatchRun:
+    database: str
+    watchers: int
+    writes: int
+    rate: float
+    delivered: int
+    p50_ms: float
+    p99_ms: float
+    max_ms: float
+    get_without: float
+    get_with: float
+    rss_without_mb: float
+    rss_with_mb: float
+
+    @property
+    def get_ratio(self) -> float:
+        return self.get_with / self.get_without
+
+
+def rss_mb(pid: int) -> float:
+    for line in Path(f"/proc/{pid}/status").read_text().splitlines():
+        if line.startswith("VmRSS:"):
+            return int(line.split()[1]) / 1024
+    return float("nan")
+
+
+def _watcher_process(target: str, count: int, conn: Connection) -> None:
+    """A client process holding `count` WatchEvents streams (spawned by the bench)."""
+    asyncio.run(_watchers(target, count, conn))
+
+
+async def _watchers(target: str, count: int, conn: Connection) -> None:
+    channels = [grpc.aio.insecure_channel(target) for _ in range(max(1, count // 50))]
+    latencies: list[float] = []
+    seen = [0] * count
+    goal: list[int] = []  # per stream, the count that ends the measurement
+    live, done = asyncio.Event(), asyncio.Event()
+    waiting = {"live": count, "done": count}
+
+    async def one(i: int) -> None:
+        stub = service_pb2_grpc.CustomerManagementServiceStub(channels[i % len(channels)])
+        async for response in stub.WatchEvents(WatchEventsRequest()):
+            if not response.HasField("event"):
+                continue
+            stamp = response.event.event_time
+            latencies.append(time.time() - stamp.seconds - stamp.nanos / 1e9)
+            seen[i] += 1
+            if seen[i] == 1:  # live once it has had the warm-up event
+                waiting["live"] -= 1
+                if not waiting["live"]:
+                    live.set()
+            if goal and seen[i] == goal[i]:
+                waiting["done"] -= 1
+                if not waiting["done"]:
+                    done.set()
+
+    tasks = [asyncio.create_task(one(i)) for i in range(count)]
+    await live.wait()
+    conn.send("ready")
+    expected = await asyncio.get_running_loop().run_in_executor(None, conn.recv)
+    latencies.clear()
+    goal.extend(n + expected for n in seen)
+    with contextlib.suppress(TimeoutError):
+        await asyncio.wait_for(done.wait(), 120)
+    conn.send(latencies)
+    for task in tasks:
+        task.cancel()
+    await asyncio.gather(*tasks, return_exceptions=True)
+    for channel in channels:
+        await channel.close(None)
+
+
+def watch_phase(
+    name: str,
+    target: str,
+    pid: int,
+    get: tuple[str, Path],
+    binary: str,
+    args: argparse.Namespace,
+) -> WatchRun:
+    """GetCustomer with `args.watchers` idle watch streams open, as a ratio to without;
+    then the delay from a change's transaction to its delivery to every watcher."""
+    method, body = get
+    rss_without = rss_mb(pid)
+    without = [h2load(binary, target, method, body, args)[0]]
+    processes = 2
+    context = multiprocessing.get_context("spawn")
+    pipes, children = [], []
+    for i in range(processes):
+        parent, child = context.Pipe()
+        share = args.watchers // processes + (i < args.watchers % processes)
+        worker = context.Process(target=_watcher_process, args=(target, share, child))
+        worker.start()
+        pipes.append(parent)
+        children.append(worker)
+    customer = json_format.ParseDict(CUSTOMER, Customer())
+    with grpc.insecure_channel(target) as channel:
+        stub = service_pb2_grpc.CustomerManagementServiceStub(channel)
+        ready: set[int] = set()
+        while len(ready) < processes:  # warm-up writes until every stream has had one
+            stub.CreateCustomer(pb.CreateCustomerRequest(customer=customer))
+            for i, pipe in enumerate(pipes):
+                if pipe.poll(0.2):
+                    pipe.recv()
+                    ready.add(i)
+        print(f"[{name}] {args.watchers} watchers open", flush=True)
+        rss_with = rss_mb(pid)
+        with_ = [h2load(binary, target, method, body, args)[0]]
+        for pipe in pipes:
+            pipe.send(args.watch_writes)
+        interval = 1 / args.watch_rate
+        started = time.monotonic()
+        for i in range(args.watch_writes):
+            time.sleep(max(0.0, started + i * interval - time.monotonic()))
+            stub.CreateCustomer(pb.CreateCustomerRequest(customer=customer))
+        latencies = sorted(ms * 1000 for pipe in pipes for ms in pipe.recv())
+    for worker in children:
+        worker.join(timeout=30)
+    with_.append(h2load(binary, target, method, body, args)[0])  # streams closed again
+    without.append(with_.pop())
+    run = WatchRun(
+        database=name,
+        watchers=args.watchers,
+        writes=args.watch_writes,
+        rate=args.watch_rate,
+        delivered=len(latencies),
+        p50_ms=latencies[len(latencies) // 2] if latencies else float("nan"),
+        p99_ms=latencies[min(len(latencies) - 1, int(len(latencies) * 0.99))]
+        if latencies
+        else float("nan"),
+        max_ms=latencies[-1] if latencies else float("nan"),
+        get_without=statistics.mean(without),
+        get_with=statistics.mean(with_),
+        rss_without_mb=rss_without,
+        rss_with_mb=rss_with,
+    )
+    print(
+        f"[{name}] watchers: delivered {run.delivered}/{run.watchers * run.writes},"
+        f" p50 {run.p50_ms:.1f} ms, p99 {run.p99_ms:.1f} ms;"
+        f" GetCustomer with/without watchers {run.get_ratio:.2f};"
+        f" RSS {run.rss_without_mb:.0f} -> {run.rss_with_mb:.0f} MB",
+        flush=True,
+    )
+    return run
 
 
 def summarise(runs: list[Run]) -> list[dict[str, object]]:
@@ -310,6 +466,58 @@ def report(rows: list[dict[str, object]], args: argparse.Namespace, command: str
     return "\n".join(lines)
 
 
+WATCH_P99_MS = 100.0
+WATCH_GET_RATIO = 0.9
+
+
+def watch_met(run: WatchRun) -> bool:
+    complete = run.delivered == run.watchers * run.writes
+    return complete and run.p99_ms <= WATCH_P99_MS and run.get_ratio >= WATCH_GET_RATIO
+
+
+def watch_report(runs: list[WatchRun]) -> str:
+    if not runs:
+        return ""
+    lines = [
+        "## WatchEvents",
+        "",
+        f"Each database: {runs[0].watchers} WatchEvents streams open (from two client processes),"
+        f" then {runs[0].writes} CreateCustomer at {runs[0].rate:g}/s. Delay is from the event's"
+        " transaction time (taken before its commit) to its arrival at each watcher; GetCustomer"
+        " throughput with the streams open (idle) is a ratio to without, measured just before"
+        " and after. Targets: p99 ≤ 100 ms, ratio ≥ 0.9.",
+        "",
+        "| database | delivered | p50 ms | p99 ms | max ms | Get req/s without | with |"
+        " ratio | server RSS MB without | with | met |",
+        "|---|---:|---:|---:|---:|---:|---:|---:|---:|---:|---|",
+    ]
+    for run in runs:
+        lines.append(
+            f"| {run.database} | {run.delivered}/{run.watchers * run.writes} | {run.p50_ms:.1f} |"
+            f" {run.p99_ms:.1f} | {run.max_ms:.1f} | {run.get_without:.0f} | {run.get_with:.0f} |"
+            f" {run.get_ratio:.2f} | {run.rss_without_mb:.0f} | {run.rss_with_mb:.0f} |"
+            f" {'yes' if watch_met(run) else '**no**'} |"
+        )
+    lines += ["", "```"]
+    for run in runs:
+        for label, value, target, scale in (
+            ("p99 ms", run.p99_ms, WATCH_P99_MS, 5.0),
+            ("Get ratio", run.get_ratio, WATCH_GET_RATIO, 0.05),
+        ):
+            cells = ["█"] * min(40, round(value / scale))
+            mark = round(target / scale)
+            cells += [" "] * (mark + 1 - len(cells))
+            cells[mark] = "|"
+            lines.append(f"{run.database:10} {label:10} {''.join(cells)} {value:.2f}")
+    lines += [
+        "```",
+        "",
+        "(p99: each `█` is 5 ms; ratio: each `█` is 0.05; `|` marks the target)",
+        "",
+    ]
+    return "\n".join(lines)
+
+
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(prog="customer-management-bench", description=__doc__)
     parser.add_argument("--requests", type=int, default=20000, help="requests per run")
@@ -317,25 +525,32 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--streams", type=int, default=16, help="concurrent streams per connection")
     parser.add_argument("--rounds", type=int, default=3)
     parser.add_argument("--databases", default="sqlite,postgresql")
+    parser.add_argument("--watchers", type=int, default=500, help="open WatchEvents streams")
+    parser.add_argument("--watch-writes", type=int, default=200, help="writes they receive")
+    parser.add_argument("--watch-rate", type=float, default=10.0, help="those writes per second")
     parser.add_argument("--output", default="BENCHMARKS.md")
     args = parser.parse_args(argv)
     binary = ensure_h2load()
     runs: list[Run] = []
+    watching: list[WatchRun] = []
     with tempfile.TemporaryDirectory(prefix="cm-bench-") as tmp:
         workdir = Path(tmp)
         for database in args.databases.split(","):
             if database == "sqlite":
-                runs += bench_database(
-                    "sqlite", f"sqlite:///{workdir / 'bench.db'}", binary, args, workdir
-                )
+                url = f"sqlite:///{workdir / 'bench.db'}"
+                found, watched = bench_database("sqlite", url, binary, args, workdir)
             else:
                 with postgres_database() as url:
-                    runs += bench_database("postgresql", url, binary, args, workdir)
+                    found, watched = bench_database("postgresql", url, binary, args, workdir)
+            runs += found
+            watching += [watched] if watched else []
     rows = summarise(runs)
     command = "make bench" + (f" BENCH_ARGS='{' '.join(argv)}'" if argv else "")
-    Path(args.output).write_text(report(rows, args, command))
-    print(report(rows, args, command))
-    return 0 if all(row["met"] for row in rows) else 1
+    text = report(rows, args, command) + watch_report(watching)
+    Path(args.output).write_text(text)
+    print(text)
+    met = all(row["met"] for row in rows) and all(watch_met(run) for run in watching)
+    return 0 if met else 1
 
 
 if __name__ == "__main__":

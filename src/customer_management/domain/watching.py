@@ -13,6 +13,7 @@ import base64
 import binascii
 import contextlib
 import functools
+from collections import OrderedDict
 from collections.abc import AsyncIterator, Iterator, Sequence
 from dataclasses import dataclass
 from typing import Any
@@ -49,6 +50,8 @@ from tmf629.v1.events_pb2 import (
 
 MAX_IDS = 1000
 PAGE = 500
+RECENT = 4096
+"""Responses kept for the watchers that are sending them (one per recent event)."""
 
 
 @dataclass(frozen=True)
@@ -128,6 +131,7 @@ class Watching:
         self.broker = broker
         self.services = {service.kind.kind: service for service in services}
         self.heartbeat_interval = heartbeat_interval
+        self._recent: OrderedDict[int, WatchEventsResponse] = OrderedDict()
 
     async def watch(self, request: WatchEventsRequest) -> AsyncIterator[WatchEventsResponse]:
         spec = parse(request)
@@ -202,7 +206,8 @@ class Watching:
                 raise self._shutting_down(last)
             subscription.wakeup.clear()
             try:
-                await asyncio.wait_for(subscription.wakeup.wait(), self.heartbeat_interval)
+                async with asyncio.timeout(self.heartbeat_interval):  # no task per wait
+                    await subscription.wakeup.wait()
             except TimeoutError:
                 if not subscription.events and subscription.ended is None:
                     # Every event up to the broker's position has been offered and sent.
@@ -237,9 +242,17 @@ class Watching:
                 yield item
 
     def _event(self, stored: StoredEvent) -> WatchEventsResponse:
-        event = Event.FromString(stored.body)
-        event.event_id = str(stored.seq)
-        return WatchEventsResponse(resume_token=self._token(stored.seq), event=event)
+        """The response for an event; built once and shared by every watcher (none
+        changes it), so fan-out costs one parse per event, not one per watcher."""
+        response = self._recent.get(stored.seq)
+        if response is None:
+            event = Event.FromString(stored.body)
+            event.event_id = str(stored.seq)
+            response = WatchEventsResponse(resume_token=self._token(stored.seq), event=event)
+            self._recent[stored.seq] = response
+            if len(self._recent) > RECENT:
+                self._recent.popitem(last=False)
+        return response
 
     def _token(self, seq: int) -> str:
         return token(self.broker.history_id, seq)
