@@ -526,6 +526,29 @@ async def test_a_watcher_on_one_replica_sees_writes_through_another(database_url
         await w.close()
 
 
+async def test_polling_delivers_when_notifications_are_lost(database_url) -> None:
+    if not database_url.startswith("postgresql"):
+        pytest.skip("replicas share a PostgreSQL database")
+    async with (
+        own_server(database_url) as deaf,
+        own_server(database_url) as other,
+        stub_of(deaf) as on_deaf,
+        stub_of(other) as on_other,
+    ):
+        listener = deaf.broker.listener
+        assert listener is not None
+        listener.cancel()
+        with contextlib.suppress(asyncio.CancelledError):
+            await listener
+        w = Watch(on_deaf)
+        await asyncio.sleep(0.3)
+        started = time.monotonic()
+        c = await customer(on_other)
+        assert (await w.next()).event.event.customer.id == c.id
+        assert time.monotonic() - started < 1.0
+        await w.close()
+
+
 async def test_a_late_commit_is_delivered_in_commit_order(stub, watch, server) -> None:
     """A transaction that began writing first but commits last is neither skipped nor
     delivered before what committed ahead of it."""

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+import gc
 import logging
 import signal
 from datetime import timedelta
@@ -42,6 +43,7 @@ class Server:
         self.broker = Broker(
             self.database,
             poll_interval=EVENT_POLL_INTERVAL,
+            heartbeat_interval=config.heartbeat_interval,
             buffer=config.watch_buffer,
             max_watchers=config.max_watchers,
         )
@@ -64,6 +66,9 @@ class Server:
         await self.grpc.start()
         await self.database.ping()
         await self.broker.start()
+        # What start-up built lives as long as the process: keep it out of the cyclic
+        # collector's full passes, which otherwise stall every stream while they walk it.
+        gc.freeze()
         for name in ("", SERVICE_NAME):
             await self.health.set(name, health_pb2.HealthCheckResponse.SERVING)
         self._housekeeping = asyncio.create_task(self._keep_house())
@@ -83,12 +88,7 @@ class Server:
         customers = ResourceService(CustomerKind(), self.database, settings)
         accounts = ResourceService(CustomerAccountKind(), self.database, settings)
         payment_means = ResourceService(PaymentMeanKind(), self.database, settings)
-        watching = Watching(
-            self.database,
-            self.broker,
-            [customers, accounts, payment_means],
-            heartbeat_interval=self.config.heartbeat_interval,
-        )
+        watching = Watching(self.database, self.broker, [customers, accounts, payment_means])
         servicer = CustomerManagementServicer(customers, accounts, payment_means, watching)
         service_pb2_grpc.add_CustomerManagementServiceServicer_to_server(servicer, self.grpc)
         health_pb2_grpc.add_HealthServicer_to_server(self.health, self.grpc)

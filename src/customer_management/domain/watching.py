@@ -124,13 +124,10 @@ class Watching:
         database: Database,
         broker: Broker,
         services: Sequence[ResourceService[Any]],
-        *,
-        heartbeat_interval: float,
     ) -> None:
         self.database = database
         self.broker = broker
         self.services = {service.kind.kind: service for service in services}
-        self.heartbeat_interval = heartbeat_interval
         self._recent: OrderedDict[int, WatchEventsResponse] = OrderedDict()
 
     async def watch(self, request: WatchEventsRequest) -> AsyncIterator[WatchEventsResponse]:
@@ -190,11 +187,13 @@ class Watching:
     async def _live(
         self, subscription: Subscription, last: int
     ) -> AsyncIterator[WatchEventsResponse]:
+        clock = asyncio.get_running_loop().time
         while True:
             while subscription.events:
                 event = subscription.events.popleft()
                 if event.seq > last:
                     last = event.seq
+                    subscription.sent_at = clock()
                     yield self._event(event)
             if subscription.ended is Ended.OVERFLOW:
                 raise ResourceExhausted(
@@ -204,15 +203,15 @@ class Watching:
                 )
             if subscription.ended is Ended.SHUTDOWN:
                 raise self._shutting_down(last)
+            if subscription.heartbeat_due:
+                subscription.heartbeat_due = False
+                # Every event up to the broker's position has been offered and sent.
+                last = max(last, self.broker.position)
+                subscription.sent_at = clock()
+                yield WatchEventsResponse(resume_token=self._token(last), heartbeat=Heartbeat())
+                continue
             subscription.wakeup.clear()
-            try:
-                async with asyncio.timeout(self.heartbeat_interval):  # no task per wait
-                    await subscription.wakeup.wait()
-            except TimeoutError:
-                if not subscription.events and subscription.ended is None:
-                    # Every event up to the broker's position has been offered and sent.
-                    last = max(last, self.broker.position)
-                    yield WatchEventsResponse(resume_token=self._token(last), heartbeat=Heartbeat())
+            await subscription.wakeup.wait()
 
     async def _snapshot(self, spec: Spec) -> AsyncIterator[_Positioned]:
         services = self.services

@@ -1,8 +1,9 @@
 """Fans the event outbox out to this process's watchers.
 
-One reader per process follows the outbox in commit order. It wakes when a local
-commit wrote events, when another replica's commit NOTIFYs (PostgreSQL), and every
-`poll_interval` in case a notification was lost. Each watcher has a bounded buffer: a
+One reader per process follows the outbox in commit order. This process's own commits
+hand it their events directly when they follow on from its position; otherwise it
+reads the outbox, woken by another replica's commit (PostgreSQL NOTIFY), by a gap, and
+every `poll_interval` in case a notification was lost. Each watcher has a bounded buffer: a
 watcher that falls that far behind is ended, never waited for, so one slow consumer
 costs the others nothing and memory stays bounded.
 """
@@ -48,6 +49,9 @@ class Subscription:
         self.events: deque[StoredEvent] = deque()
         self.ended: Ended | None = None
         self.wakeup = asyncio.Event()
+        self.heartbeat_due = False
+        self.sent_at = asyncio.get_running_loop().time()
+        """When the watcher last sent something; it records it."""
         self._matches = matches
         self._limit = limit
 
@@ -72,11 +76,13 @@ class Broker:
         database: Database,
         *,
         poll_interval: float,
+        heartbeat_interval: float,
         buffer: int,
         max_watchers: int,
     ) -> None:
         self.database = database
         self.poll_interval = poll_interval
+        self.heartbeat_interval = heartbeat_interval
         self.buffer = buffer
         self.max_watchers = max_watchers
         self.position = 0
@@ -85,16 +91,22 @@ class Broker:
         self._subscriptions: set[Subscription] = set()
         self._wake = asyncio.Event()
         self._tasks: list[asyncio.Task[None]] = []
+        self.listener: asyncio.Task[None] | None = None
+        """PostgreSQL only: the task holding the LISTEN connection."""
         self.closed = False
 
     async def start(self) -> None:
         history = await self.database.read(outbox.history)
         self.position, self.history_id = history.latest, history.id
         loop = asyncio.get_running_loop()
-        self.database.on_events(lambda: loop.call_soon_threadsafe(self._wake.set))
+        self.database.on_events(
+            lambda events: loop.call_soon_threadsafe(self._committed_here, events)
+        )
         self._tasks.append(asyncio.create_task(self._follow()))
+        self._tasks.append(asyncio.create_task(self._beat()))
         if not self.database.is_sqlite:
-            self._tasks.append(asyncio.create_task(self._listen()))
+            self.listener = asyncio.create_task(self._listen())
+            self._tasks.append(self.listener)
 
     def subscribe(self, matches: Callable[[StoredEvent], bool]) -> Subscription:
         if self.closed:
@@ -134,17 +146,41 @@ class Broker:
                 log.warning("reading the event outbox failed; retrying", exc_info=True)
                 await asyncio.sleep(RETRY_DELAY)
 
+    def _committed_here(self, events: list[StoredEvent]) -> None:
+        """This process's own commit: its events go out at once while they follow on
+        from the position; after a gap (another replica's commit), the outbox is read."""
+        for event in events:
+            if event.seq != self.position + 1:
+                self._wake.set()
+                return
+            self._offer(event)
+
+    def _offer(self, event: StoredEvent) -> None:
+        for subscription in list(self._subscriptions):
+            subscription.offer(event)
+        self.position = event.seq
+
+    async def _beat(self) -> None:
+        """Marks the watchers that have been quiet for a heartbeat interval. One task
+        for all of them, so a watcher's wait costs no timer of its own."""
+        loop = asyncio.get_running_loop()
+        while True:
+            await asyncio.sleep(self.heartbeat_interval / 4)
+            quiet_since = loop.time() - self.heartbeat_interval
+            for subscription in self._subscriptions:
+                if subscription.sent_at <= quiet_since and not subscription.events:
+                    subscription.heartbeat_due = True
+                    subscription.wakeup.set()
+
     async def _read_new(self) -> None:
         while True:
             page = await self.database.read(
                 functools.partial(outbox.after, seq=self.position, limit=PAGE)
             )
-            events = page.events
-            for event in events:
-                for subscription in list(self._subscriptions):
-                    subscription.offer(event)
-                self.position = event.seq
-            if len(events) < PAGE:
+            for event in page.events:
+                if event.seq > self.position:  # not offered meanwhile by _committed_here
+                    self._offer(event)
+            if len(page.events) < PAGE:
                 return
 
     async def _listen(self) -> None:

@@ -27,6 +27,7 @@ from sqlalchemy.orm import Session, sessionmaker
 from customer_management.store import outbox
 from customer_management.store.batching import Batcher, Item, Outcome, Result
 from customer_management.store.errors import StoreConflict, StoreUnavailable
+from customer_management.store.outbox import StoredEvent
 
 T = TypeVar("T")
 
@@ -107,7 +108,7 @@ class Database:
         self._writes: Batcher[Callable[[Session], Any], Any] = Batcher(
             self._writers, self._run_writes, lanes=writers, max_batch=max_batch
         )
-        self._event_listeners: list[Callable[[], object]] = []
+        self._event_listeners: list[Callable[[list[StoredEvent]], object]] = []
 
     @property
     def display_url(self) -> str:
@@ -195,8 +196,9 @@ class Database:
 
         return Batcher(self._readers, batch, lanes=self._lanes, max_batch=max_batch)
 
-    def on_events(self, listener: Callable[[], object]) -> None:
-        """Calls `listener` (on a worker thread) after each commit that wrote events."""
+    def on_events(self, listener: Callable[[list[StoredEvent]], object]) -> None:
+        """Calls `listener` (on a worker thread) with the events of each commit that
+        wrote some, once it has committed."""
         self._event_listeners.append(listener)
 
     def _run_writes(self, works: Sequence[Callable[[Session], Any]]) -> list[Outcome[Any]]:
@@ -233,10 +235,10 @@ class Database:
         """Runs `work` in a transaction that ends by writing its events, then commits."""
         with _store_errors(), self._write_sessions() as session, session.begin():
             result = work(session)
-            wrote_events = outbox.flush(session)
-        if wrote_events:
+            events = outbox.flush(session)
+        if events:
             for listener in self._event_listeners:
-                listener()
+                listener(events)
         return result
 
     async def ping(self) -> None:

@@ -67,18 +67,24 @@ def discard(session: Session, mark: int) -> None:
     del session.info.get(_PENDING, [])[mark:]
 
 
-def flush(session: Session) -> bool:
+def flush(session: Session) -> list[StoredEvent]:
     """Writes the transaction's events; the last step before its commit."""
     pending = session.info.pop(_PENDING, None)
     if not pending:
-        return False
-    postgresql = session.get_bind().dialect.name == "postgresql"
-    if postgresql:
-        session.execute(text("SELECT pg_advisory_xact_lock(:key)"), {"key": WRITERS_LOCK_KEY})
-    session.execute(insert(EventRow), pending)
-    if postgresql:
-        session.execute(text("SELECT pg_notify(:channel, '')"), {"channel": CHANNEL})
-    return True
+        return []
+    if session.get_bind().dialect.name == "postgresql":
+        # One round trip: the lock, and the wake-up that the commit will deliver.
+        session.execute(
+            text("SELECT pg_advisory_xact_lock(:key), pg_notify(:channel, '')"),
+            {"key": WRITERS_LOCK_KEY, "channel": CHANNEL},
+        )
+    seqs = session.scalars(
+        insert(EventRow).returning(EventRow.seq, sort_by_parameter_order=True), pending
+    ).all()
+    return [
+        StoredEvent(seq, event["event_type"], event["resource_id"], event["body"])
+        for seq, event in zip(seqs, pending, strict=True)
+    ]
 
 
 def history(connection: Connection | Session) -> History:
