@@ -481,6 +481,7 @@ def watch_report(runs: list[WatchRun]) -> str:
     if not runs:
         return ""
     lines = [
+        "",
         "## WatchEvents",
         "",
         f"Each database: {runs[0].watchers} WatchEvents streams open (from two client processes),"
