@@ -7,12 +7,13 @@ import asyncio
 import contextlib
 import threading
 import time
-from collections.abc import AsyncIterator
+from collections.abc import AsyncIterator, Iterator
 from datetime import UTC, datetime, timedelta
 from typing import Any
 
 import grpc
 import pytest
+from conftest import postgres_database
 from google.protobuf import json_format
 from sqlalchemy import create_engine
 from sqlalchemy.orm import Session
@@ -506,12 +507,16 @@ async def test_shutdown_ends_watchers_at_once_with_their_token(database_url) -> 
         assert time.monotonic() - started < 10
 
 
-async def test_a_watcher_on_one_replica_sees_writes_through_another(database_url) -> None:
-    if not database_url.startswith("postgresql"):
-        pytest.skip("replicas share a PostgreSQL database")
+@pytest.fixture(scope="module")
+def postgresql_url() -> Iterator[str]:
+    """Replicas share a PostgreSQL database (required in CI, like every PostgreSQL test)."""
+    yield from postgres_database()
+
+
+async def test_a_watcher_on_one_replica_sees_writes_through_another(postgresql_url) -> None:
     async with (
-        own_server(database_url) as one,
-        own_server(database_url) as two,
+        own_server(postgresql_url) as one,
+        own_server(postgresql_url) as two,
         stub_of(one) as on_one,
         stub_of(two) as on_two,
     ):
@@ -526,12 +531,10 @@ async def test_a_watcher_on_one_replica_sees_writes_through_another(database_url
         await w.close()
 
 
-async def test_polling_delivers_when_notifications_are_lost(database_url) -> None:
-    if not database_url.startswith("postgresql"):
-        pytest.skip("replicas share a PostgreSQL database")
+async def test_polling_delivers_when_notifications_are_lost(postgresql_url) -> None:
     async with (
-        own_server(database_url) as deaf,
-        own_server(database_url) as other,
+        own_server(postgresql_url) as deaf,
+        own_server(postgresql_url) as other,
         stub_of(deaf) as on_deaf,
         stub_of(other) as on_other,
     ):
