@@ -28,7 +28,7 @@ from tmf629.v1 import service_pb2, service_pb2_grpc
 
 log = logging.getLogger(__name__)
 HOUSEKEEPING_INTERVAL = 600.0
-EVENT_POLL_INTERVAL = 0.5
+EVENT_POLL_INTERVAL = 0.25
 """Seconds between outbox reads when no commit or notification has woken the broker."""
 SERVICE_NAME = service_pb2.DESCRIPTOR.services_by_name["CustomerManagementService"].full_name
 
@@ -63,9 +63,9 @@ class Server:
             raise SystemExit(f"cannot listen on {address}: is the port already taken?") from error
         self._add_services()
         await asyncio.to_thread(migrate.upgrade, self.database)
+        await self.broker.start()  # before any call: a watcher needs its position
         await self.grpc.start()
         await self.database.ping()
-        await self.broker.start()
         # What start-up built lives as long as the process: keep it out of the cyclic
         # collector's full passes, which otherwise stall every stream while they walk it.
         gc.freeze()

@@ -10,7 +10,7 @@ from __future__ import annotations
 import inspect
 import logging
 from collections.abc import AsyncIterator, Awaitable, Callable
-from contextlib import asynccontextmanager
+from contextlib import aclosing, asynccontextmanager
 from typing import TYPE_CHECKING, Any
 
 import grpc
@@ -202,8 +202,8 @@ def _wrap(handler: Any) -> Any:
         stream = handler.unary_stream
 
         async def unary_stream(request: Any, context: Context) -> AsyncIterator[Any]:
-            async with _answered(request, context):
-                async for response in stream(request, context):
+            async with _answered(request, context), aclosing(stream(request, context)) as out:
+                async for response in out:
                     yield response
 
         return handler._replace(unary_stream=unary_stream, request_deserializer=safe)

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import contextlib
 from collections.abc import AsyncIterator
 from typing import Any
 
@@ -126,5 +127,6 @@ class CustomerManagementServicer(service_pb2_grpc.CustomerManagementServiceServi
     async def WatchEvents(
         self, request: WatchEventsRequest, context: Context
     ) -> AsyncIterator[WatchEventsResponse]:
-        async for response in self._watching.watch(request):
-            yield response
+        async with contextlib.aclosing(self._watching.watch(request)) as responses:
+            async for response in responses:
+                yield response

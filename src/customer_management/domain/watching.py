@@ -14,7 +14,7 @@ import binascii
 import contextlib
 import functools
 from collections import OrderedDict
-from collections.abc import AsyncIterator, Iterator, Sequence
+from collections.abc import AsyncGenerator, Iterator, Sequence
 from dataclasses import dataclass
 from typing import Any
 
@@ -38,6 +38,7 @@ from customer_management.events.broker import (
 )
 from customer_management.store import outbox, resources
 from customer_management.store.database import Database
+from customer_management.store.errors import StreamStalled
 from customer_management.store.outbox import StoredEvent
 from tmf629.v1.events_pb2 import (
     Event,
@@ -82,6 +83,8 @@ def _untoken(value: str) -> tuple[str, int]:
     try:
         text = base64.urlsafe_b64decode(value + "=" * (-len(value) % 4)).decode()
         history_id, seq = text.split(":")
+        if not seq.isdigit():
+            raise ValueError(seq)
         return history_id, int(seq)
     except (binascii.Error, UnicodeDecodeError, ValueError):
         problem = "is not a token this service issued"
@@ -130,32 +133,34 @@ class Watching:
         self.services = {service.kind.kind: service for service in services}
         self._recent: OrderedDict[int, WatchEventsResponse] = OrderedDict()
 
-    async def watch(self, request: WatchEventsRequest) -> AsyncIterator[WatchEventsResponse]:
+    async def watch(self, request: WatchEventsRequest) -> AsyncGenerator[WatchEventsResponse]:
         spec = parse(request)
-        if self.broker.watchers >= self.broker.max_watchers:
-            raise _full()
-        history = await self.database.read(outbox.history)
-        last = history.latest
-        if spec.resume_from is not None:
-            last = _resumable(spec.resume_from, history)
-        if spec.initial_state:
-            async for item in self._snapshot(spec):
-                last = item.position
-                yield item.message
-        subscription = self._subscribe(spec, last)
+        # Subscribed first: the slot is taken, and the live feed buffers from here on.
+        subscription = self._subscribe(spec)
         try:
+            history = await self.database.read(outbox.history)
+            last = history.latest
+            if spec.resume_from is not None:
+                last = _resumable(spec.resume_from, history)
+            if spec.initial_state:
+                async with contextlib.aclosing(self._snapshot(spec, subscription)) as snapshot:
+                    async for item in snapshot:
+                        last = item.position
+                        yield item.message
             # Events up to where the live feed starts come from the outbox; the live
             # feed buffers what commits meanwhile, and what both hold is sent once.
-            async for event in self._history(last, until=subscription.start):
-                last = event.seq
-                if spec.matches(event):
-                    yield self._event(event)
-            async for response in self._live(subscription, last):
-                yield response
+            async with contextlib.aclosing(self._history(last, subscription.start)) as history_:
+                async for event in history_:
+                    last = event.seq
+                    if spec.matches(event):
+                        yield self._event(event)
+            async with contextlib.aclosing(self._live(subscription, last)) as live:
+                async for response in live:
+                    yield response
         finally:
             self.broker.unsubscribe(subscription)
 
-    async def _history(self, after: int, *, until: int) -> AsyncIterator[StoredEvent]:
+    async def _history(self, after: int, until: int) -> AsyncGenerator[StoredEvent]:
         """The outbox's events after `after` up to `until`, in commit order."""
         while after < until:
             page = await self.database.read(functools.partial(outbox.after, seq=after, limit=PAGE))
@@ -169,24 +174,25 @@ class Watching:
                 yield event
             after = page.events[-1].seq
 
-    def _subscribe(self, spec: Spec, last: int) -> Subscription:
+    def _subscribe(self, spec: Spec) -> Subscription:
         try:
             return self.broker.subscribe(spec.matches)
         except WatchersFull:
             raise _full() from None
         except Closed:
-            raise self._shutting_down(last) from None
+            raise self._shutting_down(None) from None
 
-    def _shutting_down(self, last: int) -> Unavailable:
+    def _shutting_down(self, last: int | None) -> Unavailable:
+        """`last` is None before anything resumable was sent."""
         return Unavailable(
             "the server is shutting down; resume with the last token on another",
             reason="SHUTTING_DOWN",
-            metadata={"resume_token": self._token(last)},
+            metadata={} if last is None else {"resume_token": self._token(last)},
         )
 
     async def _live(
         self, subscription: Subscription, last: int
-    ) -> AsyncIterator[WatchEventsResponse]:
+    ) -> AsyncGenerator[WatchEventsResponse]:
         clock = asyncio.get_running_loop().time
         while True:
             while subscription.events:
@@ -213,7 +219,9 @@ class Watching:
             subscription.wakeup.clear()
             await subscription.wakeup.wait()
 
-    async def _snapshot(self, spec: Spec) -> AsyncIterator[_Positioned]:
+    async def _snapshot(
+        self, spec: Spec, subscription: Subscription
+    ) -> AsyncGenerator[_Positioned]:
         services = self.services
 
         def read(session: Session) -> Iterator[_Positioned]:
@@ -236,9 +244,18 @@ class Watching:
                 WatchEventsResponse(resume_token=mark, snapshot_complete=SnapshotComplete()),
             )
 
-        async with contextlib.aclosing(self.database.stream(read)) as stream:
-            async for item in stream:
-                yield item
+        try:
+            async with contextlib.aclosing(self.database.stream(read)) as stream:
+                async for item in stream:
+                    if subscription.ended is Ended.SHUTDOWN:
+                        raise self._shutting_down(None)  # a cut snapshot is not resumable
+                    yield item
+        except StreamStalled:
+            raise ResourceExhausted(
+                "this watcher took nothing from its initial state for too long;"
+                " start again with initial_state",
+                reason="WATCHER_TOO_SLOW",
+            ) from None
 
     def _event(self, stored: StoredEvent) -> WatchEventsResponse:
         """The response for an event; built once and shared by every watcher (none

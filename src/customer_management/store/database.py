@@ -10,9 +10,9 @@ with BEGIN IMMEDIATE: writers queue in the process instead of failing with
 from __future__ import annotations
 
 import asyncio
-import contextlib
+import concurrent.futures
 import functools
-import queue
+import logging
 import threading
 from collections.abc import AsyncGenerator, Callable, Iterator, Sequence
 from concurrent.futures import ThreadPoolExecutor
@@ -26,14 +26,17 @@ from sqlalchemy.orm import Session, sessionmaker
 
 from customer_management.store import outbox
 from customer_management.store.batching import Batcher, Item, Outcome, Result
-from customer_management.store.errors import StoreConflict, StoreUnavailable
+from customer_management.store.errors import StoreConflict, StoreUnavailable, StreamStalled
 from customer_management.store.outbox import StoredEvent
 
 T = TypeVar("T")
+log = logging.getLogger(__name__)
 
 SQLITE_BUSY_TIMEOUT_MS = 30_000
-HANDOFF_POLL = 0.5
-"""Seconds between checks that the other side of a `stream` is still there."""
+STREAM_STALL = 60.0
+"""Seconds a `stream` waits for its consumer to take the next item before it gives up."""
+STREAM_THREADS = 2
+"""Concurrent `stream`s (snapshots); more wait their turn, never taking the readers'."""
 
 
 # hide_parameters: an error's SQL parameters (a resource body, a PIN hash) stay out of logs.
@@ -105,6 +108,7 @@ class Database:
         self._read_sessions = sessionmaker(self.read_engine, expire_on_commit=False)
         self._writers = ThreadPoolExecutor(writers, thread_name_prefix="db-write")
         self._readers = ThreadPoolExecutor(pool_size, thread_name_prefix="db-read")
+        self._streams = ThreadPoolExecutor(STREAM_THREADS, thread_name_prefix="db-stream")
         self._writes: Batcher[Callable[[Session], Any], Any] = Batcher(
             self._writers, self._run_writes, lanes=writers, max_batch=max_batch
         )
@@ -121,18 +125,24 @@ class Database:
         return await loop.run_in_executor(self._readers, unit)
 
     async def stream(self, work: Callable[[Session], Iterator[T]]) -> AsyncGenerator[T]:
-        """Runs `work` in one consistent read-only transaction on a worker thread and
+        """Runs `work` in one consistent read-only transaction on a snapshot thread and
         yields what it yields, at most two items ahead of the consumer. Leaving early
-        ends the transaction."""
-        handoff: queue.Queue[tuple[str, Any]] = queue.Queue(maxsize=2)
+        ends the transaction; so does a consumer that takes nothing for STREAM_STALL
+        seconds (StreamStalled), so no client can hold a thread and a connection."""
+        loop = asyncio.get_running_loop()
+        handoff: asyncio.Queue[tuple[str, Any]] = asyncio.Queue(maxsize=2)
         stop = threading.Event()
 
         def put(item: tuple[str, Any]) -> bool:
-            while not stop.is_set():
-                with contextlib.suppress(queue.Full):
-                    handoff.put(item, timeout=HANDOFF_POLL)
-                    return True
-            return False
+            if stop.is_set():
+                return False
+            pending = asyncio.run_coroutine_threadsafe(handoff.put(item), loop)
+            try:
+                pending.result(STREAM_STALL)
+            except concurrent.futures.TimeoutError:
+                pending.cancel()
+                return False
+            return not stop.is_set()
 
         def produce() -> None:
             try:
@@ -144,14 +154,18 @@ class Database:
             except Exception as error:
                 put(("error", error))
 
-        loop = asyncio.get_running_loop()
-        producer = loop.run_in_executor(self._readers, produce)
+        producer = loop.run_in_executor(self._streams, produce)
         try:
             while True:
-                try:
-                    kind, value = await asyncio.to_thread(handoff.get, True, HANDOFF_POLL)
-                except queue.Empty:
+                if handoff.empty() and producer.done():
+                    raise StreamStalled("the consumer took nothing for too long")
+                getter = asyncio.ensure_future(handoff.get())
+                either: set[asyncio.Future[Any]] = {getter, producer}
+                await asyncio.wait(either, return_when=asyncio.FIRST_COMPLETED)
+                if not getter.done():
+                    getter.cancel()
                     continue
+                kind, value = getter.result()
                 if kind == "end":
                     return
                 if kind == "error":
@@ -159,6 +173,8 @@ class Database:
                 yield value
         finally:
             stop.set()
+            while not handoff.empty():  # room for a producer waiting to put
+                handoff.get_nowait()
             await asyncio.shield(producer)
 
     @contextmanager
@@ -237,9 +253,17 @@ class Database:
             result = work(session)
             events = outbox.flush(session)
         if events:
-            for listener in self._event_listeners:
-                listener(events)
+            self._announce(events)
         return result
+
+    def _announce(self, events: list[StoredEvent]) -> None:
+        """Tells the listeners about committed events. Never raises: the transaction has
+        committed, and an error here must not make the batch run a second time."""
+        for listener in self._event_listeners:
+            try:
+                listener(events)
+            except Exception:
+                log.exception("an event listener failed; the outbox still holds the events")
 
     async def ping(self) -> None:
         def _ping(session: Session) -> None:
@@ -250,6 +274,7 @@ class Database:
     def close(self) -> None:
         self._writers.shutdown(wait=True)
         self._readers.shutdown(wait=True)
+        self._streams.shutdown(wait=True)
         self.write_engine.dispose()
         self.read_engine.dispose()
 

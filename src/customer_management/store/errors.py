@@ -11,3 +11,7 @@ class StoreUnavailable(StoreError):
 
 class StoreConflict(StoreError):
     """A constraint refused the write: a reference vanished or a key was taken meanwhile."""
+
+
+class StreamStalled(StoreError):
+    """A streamed read gave up: its consumer took nothing for too long."""
