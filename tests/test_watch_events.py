@@ -89,20 +89,27 @@ class Watch:
 
 
 @pytest.fixture
-async def watch(stub) -> AsyncIterator[Any]:
+async def watch(stub, server) -> AsyncIterator[Any]:
     opened: list[Watch] = []
 
-    async def open_(request: WatchEventsRequest | None = None, on: Any = None) -> Watch:
-        w = Watch(on or stub, request)
+    async def open_(request: WatchEventsRequest | None = None) -> Watch:
+        request = request or WatchEventsRequest()
+        if not request.resume_token and not request.initial_state:
+            # "From now" is when the call reaches the server; resuming from the latest
+            # event instead fixes the start before the test writes anything.
+            request.resume_token = await latest_token(server)
+        w = Watch(stub, request)
         opened.append(w)
-        # The stream is live once its first heartbeat or event could arrive; a no-op
-        # round trip through the server is enough to be sure the call has started.
-        await asyncio.sleep(0.2)
         return w
 
     yield open_
     for w in opened:
         await w.close()
+
+
+async def latest_token(server: Server) -> str:
+    history = await server.database.read(outbox.history)
+    return token(history.id, history.latest)
 
 
 @contextlib.asynccontextmanager
@@ -266,6 +273,7 @@ async def _first(call: Any) -> WatchEventsResponse:
 
 async def test_resume_after_disconnects_misses_and_repeats_nothing(stub, watch, sql) -> None:
     (start,) = sql("SELECT coalesce(max(seq), 0) FROM event")[0]
+    first = await watch()  # resumes from `start`, whenever the call reaches the server
     stop = asyncio.Event()
     acknowledged = 0
 
@@ -288,17 +296,16 @@ async def test_resume_after_disconnects_misses_and_repeats_nothing(stub, watch, 
 
     writers = [asyncio.create_task(write()) for _ in range(3)]
     seen: list[int] = []
-    token = ""
-    first = await watch()
+    resume = ""
     for reconnect in range(20):
-        w = first if reconnect == 0 else await watch(WatchEventsRequest(resume_token=token))
+        w = first if reconnect == 0 else await watch(WatchEventsRequest(resume_token=resume))
         for _ in range(7):
             seen.append(int((await w.next()).event.event_id))
-        token = w.last_token
+        resume = w.last_token
         await w.close()
     stop.set()
     await asyncio.gather(*writers)
-    w = await watch(WatchEventsRequest(resume_token=token))
+    w = await watch(WatchEventsRequest(resume_token=resume))
     (end,) = sql("SELECT max(seq) FROM event")[0]
     while seen[-1] < end:
         seen.append(int((await w.next()).event.event_id))
@@ -352,6 +359,48 @@ async def test_an_event_is_written_with_its_change_and_only_then(stub, watch, sq
     await w.nothing_for(0.5)
     stored = sql("SELECT event_type, resource_id FROM event WHERE seq > :s", s=start)
     assert sorted(r[1] for r in stored) == sorted(c.id for c in ok)
+
+
+async def test_a_failed_unit_in_a_group_commit_leaves_no_event(server, sql) -> None:
+    """The savepoint path: one unit of the batch records its event, then fails."""
+    (start,) = sql("SELECT coalesce(max(seq), 0) FROM event")[0]
+    now = datetime.now(UTC)
+
+    def recording(id: str, fail: bool) -> Any:
+        def unit(session: Session) -> str:
+            built = notifications.event("customer", Change.CREATE, Customer(id=id), now)
+            outbox.record(
+                session,
+                event_type=built.event_type,
+                resource_id=id,
+                event_time=now,
+                body=built.SerializeToString(),
+            )
+            if fail:
+                raise ValueError("refused after recording")
+            return id
+
+        return unit
+
+    units = [recording("one", False), recording("bad", True), recording("two", False)]
+    outcomes = await asyncio.to_thread(server.database._run_writes, units)
+    assert [o.value for o in outcomes] == ["one", None, "two"]
+    assert isinstance(outcomes[1].error, ValueError)
+    stored = sql("SELECT resource_id FROM event WHERE seq > :s ORDER BY seq", s=start)
+    assert [r[0] for r in stored] == ["one", "two"]
+
+
+async def test_a_failing_event_listener_never_repeats_a_commit(stub, server, sql) -> None:
+    def broken(events: object) -> None:
+        raise RuntimeError("listener down")
+
+    server.database.on_events(broken)
+    try:
+        created = await asyncio.gather(*(customer(stub, f"once{i}") for i in range(5)))
+    finally:
+        server.database._event_listeners.remove(broken)
+    names = sorted(r[0] for r in sql("SELECT name FROM customer WHERE name LIKE 'once%'"))
+    assert names == sorted(c.name for c in created)
 
 
 async def test_secrets_never_reach_an_event(stub, watch, sql) -> None:
@@ -476,6 +525,12 @@ async def test_watchers_have_a_budget_of_their_own(database_url) -> None:
             _first(stub.WatchEvents(WatchEventsRequest())), grpc.StatusCode.RESOURCE_EXHAUSTED
         )
         assert refused["reason"] == "TOO_MANY_WATCHERS"
+        # A stream that asks for its initial state needs a slot first, too.
+        snapshotting = await fails(
+            _first(stub.WatchEvents(WatchEventsRequest(initial_state=True))),
+            grpc.StatusCode.RESOURCE_EXHAUSTED,
+        )
+        assert snapshotting["reason"] == "TOO_MANY_WATCHERS"
         assert time.monotonic() - started < 2
         assert (await customer(stub)).id  # unary calls are not held up
         for w in open_:
