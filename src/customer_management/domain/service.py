@@ -385,10 +385,15 @@ def _require_id(id: str, path: str = "id") -> None:
     _check_key(path, id, ID_MAX)
 
 
-def _check_key(path: str, value: str, limit: int) -> None:
+def key_problem(value: str, limit: int = ID_MAX) -> str | None:
     """Ids and request ids: short, printable, so they can be stored and echoed safely."""
     if len(value) > limit or not value.isprintable():
-        problem = f"must be at most {limit} printable characters"
+        return f"must be at most {limit} printable characters"
+    return None
+
+
+def _check_key(path: str, value: str, limit: int) -> None:
+    if problem := key_problem(value, limit):
         raise InvalidArgument(f"{path} {problem}", violations=[FieldViolation(path, problem)])
 
 

@@ -28,7 +28,7 @@ from customer_management.domain.errors import (
     Unavailable,
 )
 from customer_management.domain.notifications import EVENT_TYPES, KIND_OF_TYPE
-from customer_management.domain.service import ID_MAX, ResourceService
+from customer_management.domain.service import ResourceService, key_problem
 from customer_management.events.broker import (
     Broker,
     Closed,
@@ -103,10 +103,8 @@ def parse(request: WatchEventsRequest) -> Spec:
     if len(request.resource_ids) > MAX_IDS:
         violations.append(FieldViolation("resource_ids", f"has more than {MAX_IDS} ids"))
     for i, id in enumerate(request.resource_ids[:MAX_IDS]):
-        if not id or len(id) > ID_MAX or not id.isprintable():
-            violations.append(
-                FieldViolation(f"resource_ids[{i}]", f"must be 1 to {ID_MAX} printable characters")
-            )
+        if problem := "is required" if not id else key_problem(id):
+            violations.append(FieldViolation(f"resource_ids[{i}]", problem))
     if request.initial_state and request.resume_token:
         violations.append(
             FieldViolation("initial_state", "starts a new stream; it cannot resume one")

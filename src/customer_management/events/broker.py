@@ -120,10 +120,6 @@ class Broker:
     def unsubscribe(self, subscription: Subscription) -> None:
         self._subscriptions.discard(subscription)
 
-    @property
-    def watchers(self) -> int:
-        return len(self._subscriptions)
-
     async def close(self) -> None:
         """Ends every watcher (they answer UNAVAILABLE with their token) and stops."""
         self.closed = True
