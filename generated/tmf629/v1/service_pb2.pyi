@@ -59,16 +59,24 @@ class GetCustomerRequest(_message.Message):
     DESCRIPTOR: _descriptor.Descriptor
 
     ID_FIELD_NUMBER: _builtins.int
+    READ_MASK_FIELD_NUMBER: _builtins.int
     id: _builtins.str
     """Identifier of the Customer."""
+    @_builtins.property
+    def read_mask(self) -> _field_mask_pb2.FieldMask:
+        """The fields to return (JSON or proto names); `id` is always returned. Empty
+        returns every field.
+        """
+
     def __init__(
         self,
         *,
         id: _builtins.str = ...,
+        read_mask: _field_mask_pb2.FieldMask | None = ...,
     ) -> None: ...
-    _HasFieldArgType: _TypeAlias = _Never  # noqa: Y015
+    _HasFieldArgType: _TypeAlias = _typing.Literal["read_mask", b"read_mask"]  # noqa: Y015
     def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
-    _ClearFieldArgType: _TypeAlias = _typing.Literal["id", b"id"]  # noqa: Y015
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["id", b"id", "read_mask", b"read_mask"]  # noqa: Y015
     def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
     def WhichOneof(self, oneof_group: _Never) -> None: ...
 
@@ -84,14 +92,26 @@ class ListCustomersRequest(_message.Message):
     PAGE_TOKEN_FIELD_NUMBER: _builtins.int
     FILTER_FIELD_NUMBER: _builtins.int
     ORDER_BY_FIELD_NUMBER: _builtins.int
+    READ_MASK_FIELD_NUMBER: _builtins.int
+    INCLUDE_TOTAL_SIZE_FIELD_NUMBER: _builtins.int
     page_size: _builtins.int
     """Maximum number of results (default 50, maximum 1000)."""
     page_token: _builtins.str
     """The `next_page_token` of the previous page; empty for the first page."""
     filter: _builtins.str
-    """Filter expression, for example `status = "Active" AND name = "Jane"`."""
+    """Filter expression in the AIP-160 subset the README documents, for example
+    `status = "Active" AND contactMedium.medium.emailAddress = "jane@example.com"`.
+    """
     order_by: _builtins.str
-    """Ordering, for example `name, create_time desc`."""
+    """Ordering, for example `name, create_time desc`; ties are broken newest first."""
+    include_total_size: _builtins.bool
+    """Also count every result of the filter into `total_size` (costs a count)."""
+    @_builtins.property
+    def read_mask(self) -> _field_mask_pb2.FieldMask:
+        """The fields to return (JSON or proto names); `id` is always returned. Empty
+        returns every field.
+        """
+
     def __init__(
         self,
         *,
@@ -99,10 +119,12 @@ class ListCustomersRequest(_message.Message):
         page_token: _builtins.str = ...,
         filter: _builtins.str = ...,
         order_by: _builtins.str = ...,
+        read_mask: _field_mask_pb2.FieldMask | None = ...,
+        include_total_size: _builtins.bool = ...,
     ) -> None: ...
-    _HasFieldArgType: _TypeAlias = _Never  # noqa: Y015
+    _HasFieldArgType: _TypeAlias = _typing.Literal["read_mask", b"read_mask"]  # noqa: Y015
     def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
-    _ClearFieldArgType: _TypeAlias = _typing.Literal["filter", b"filter", "order_by", b"order_by", "page_size", b"page_size", "page_token", b"page_token"]  # noqa: Y015
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["filter", b"filter", "include_total_size", b"include_total_size", "order_by", b"order_by", "page_size", b"page_size", "page_token", b"page_token", "read_mask", b"read_mask"]  # noqa: Y015
     def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
     def WhichOneof(self, oneof_group: _Never) -> None: ...
 
@@ -116,8 +138,13 @@ class ListCustomersResponse(_message.Message):
 
     CUSTOMERS_FIELD_NUMBER: _builtins.int
     NEXT_PAGE_TOKEN_FIELD_NUMBER: _builtins.int
+    TOTAL_SIZE_FIELD_NUMBER: _builtins.int
     next_page_token: _builtins.str
     """Token of the next page; empty on the last page."""
+    total_size: _builtins.int
+    """The number of results of the filter over all pages, when
+    `include_total_size` was set (TMF's X-Total-Count); otherwise 0.
+    """
     @_builtins.property
     def customers(self) -> _containers.RepeatedCompositeFieldContainer[_customer_pb2.Customer]:
         """The page of results."""
@@ -127,10 +154,11 @@ class ListCustomersResponse(_message.Message):
         *,
         customers: _abc.Iterable[_customer_pb2.Customer] | None = ...,
         next_page_token: _builtins.str = ...,
+        total_size: _builtins.int = ...,
     ) -> None: ...
     _HasFieldArgType: _TypeAlias = _Never  # noqa: Y015
     def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
-    _ClearFieldArgType: _TypeAlias = _typing.Literal["customers", b"customers", "next_page_token", b"next_page_token"]  # noqa: Y015
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["customers", b"customers", "next_page_token", b"next_page_token", "total_size", b"total_size"]  # noqa: Y015
     def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
     def WhichOneof(self, oneof_group: _Never) -> None: ...
 
@@ -231,16 +259,31 @@ class GetCustomerAccountRequest(_message.Message):
     DESCRIPTOR: _descriptor.Descriptor
 
     ID_FIELD_NUMBER: _builtins.int
+    EXTERNAL_REFERENCE_FIELD_NUMBER: _builtins.int
+    READ_MASK_FIELD_NUMBER: _builtins.int
     id: _builtins.str
-    """Identifier of the CustomerAccount."""
+    """Identifier of the CustomerAccount. At least one of `id` and
+    `external_reference` is required; when both are given they must name the
+    same account.
+    """
+    external_reference: _builtins.str
+    """The caller's external reference of the CustomerAccount."""
+    @_builtins.property
+    def read_mask(self) -> _field_mask_pb2.FieldMask:
+        """The fields to return (JSON or proto names); `id` is always returned. Empty
+        returns every field.
+        """
+
     def __init__(
         self,
         *,
         id: _builtins.str = ...,
+        external_reference: _builtins.str = ...,
+        read_mask: _field_mask_pb2.FieldMask | None = ...,
     ) -> None: ...
-    _HasFieldArgType: _TypeAlias = _Never  # noqa: Y015
+    _HasFieldArgType: _TypeAlias = _typing.Literal["read_mask", b"read_mask"]  # noqa: Y015
     def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
-    _ClearFieldArgType: _TypeAlias = _typing.Literal["id", b"id"]  # noqa: Y015
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["external_reference", b"external_reference", "id", b"id", "read_mask", b"read_mask"]  # noqa: Y015
     def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
     def WhichOneof(self, oneof_group: _Never) -> None: ...
 
@@ -256,14 +299,26 @@ class ListCustomerAccountsRequest(_message.Message):
     PAGE_TOKEN_FIELD_NUMBER: _builtins.int
     FILTER_FIELD_NUMBER: _builtins.int
     ORDER_BY_FIELD_NUMBER: _builtins.int
+    READ_MASK_FIELD_NUMBER: _builtins.int
+    INCLUDE_TOTAL_SIZE_FIELD_NUMBER: _builtins.int
     page_size: _builtins.int
     """Maximum number of results (default 50, maximum 1000)."""
     page_token: _builtins.str
     """The `next_page_token` of the previous page; empty for the first page."""
     filter: _builtins.str
-    """Filter expression, for example `status = "Active" AND name = "Jane"`."""
+    """Filter expression in the AIP-160 subset the README documents, for example
+    `status = "Active" AND contactMedium.medium.emailAddress = "jane@example.com"`.
+    """
     order_by: _builtins.str
-    """Ordering, for example `name, create_time desc`."""
+    """Ordering, for example `name, create_time desc`; ties are broken newest first."""
+    include_total_size: _builtins.bool
+    """Also count every result of the filter into `total_size` (costs a count)."""
+    @_builtins.property
+    def read_mask(self) -> _field_mask_pb2.FieldMask:
+        """The fields to return (JSON or proto names); `id` is always returned. Empty
+        returns every field.
+        """
+
     def __init__(
         self,
         *,
@@ -271,10 +326,12 @@ class ListCustomerAccountsRequest(_message.Message):
         page_token: _builtins.str = ...,
         filter: _builtins.str = ...,
         order_by: _builtins.str = ...,
+        read_mask: _field_mask_pb2.FieldMask | None = ...,
+        include_total_size: _builtins.bool = ...,
     ) -> None: ...
-    _HasFieldArgType: _TypeAlias = _Never  # noqa: Y015
+    _HasFieldArgType: _TypeAlias = _typing.Literal["read_mask", b"read_mask"]  # noqa: Y015
     def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
-    _ClearFieldArgType: _TypeAlias = _typing.Literal["filter", b"filter", "order_by", b"order_by", "page_size", b"page_size", "page_token", b"page_token"]  # noqa: Y015
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["filter", b"filter", "include_total_size", b"include_total_size", "order_by", b"order_by", "page_size", b"page_size", "page_token", b"page_token", "read_mask", b"read_mask"]  # noqa: Y015
     def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
     def WhichOneof(self, oneof_group: _Never) -> None: ...
 
@@ -288,8 +345,13 @@ class ListCustomerAccountsResponse(_message.Message):
 
     CUSTOMER_ACCOUNTS_FIELD_NUMBER: _builtins.int
     NEXT_PAGE_TOKEN_FIELD_NUMBER: _builtins.int
+    TOTAL_SIZE_FIELD_NUMBER: _builtins.int
     next_page_token: _builtins.str
     """Token of the next page; empty on the last page."""
+    total_size: _builtins.int
+    """The number of results of the filter over all pages, when
+    `include_total_size` was set (TMF's X-Total-Count); otherwise 0.
+    """
     @_builtins.property
     def customer_accounts(self) -> _containers.RepeatedCompositeFieldContainer[_customer_account_pb2.CustomerAccount]:
         """The page of results."""
@@ -299,10 +361,11 @@ class ListCustomerAccountsResponse(_message.Message):
         *,
         customer_accounts: _abc.Iterable[_customer_account_pb2.CustomerAccount] | None = ...,
         next_page_token: _builtins.str = ...,
+        total_size: _builtins.int = ...,
     ) -> None: ...
     _HasFieldArgType: _TypeAlias = _Never  # noqa: Y015
     def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
-    _ClearFieldArgType: _TypeAlias = _typing.Literal["customer_accounts", b"customer_accounts", "next_page_token", b"next_page_token"]  # noqa: Y015
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["customer_accounts", b"customer_accounts", "next_page_token", b"next_page_token", "total_size", b"total_size"]  # noqa: Y015
     def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
     def WhichOneof(self, oneof_group: _Never) -> None: ...
 
@@ -403,16 +466,24 @@ class GetPaymentMeanRequest(_message.Message):
     DESCRIPTOR: _descriptor.Descriptor
 
     ID_FIELD_NUMBER: _builtins.int
+    READ_MASK_FIELD_NUMBER: _builtins.int
     id: _builtins.str
     """Identifier of the PaymentMean."""
+    @_builtins.property
+    def read_mask(self) -> _field_mask_pb2.FieldMask:
+        """The fields to return (JSON or proto names); `id` is always returned. Empty
+        returns every field.
+        """
+
     def __init__(
         self,
         *,
         id: _builtins.str = ...,
+        read_mask: _field_mask_pb2.FieldMask | None = ...,
     ) -> None: ...
-    _HasFieldArgType: _TypeAlias = _Never  # noqa: Y015
+    _HasFieldArgType: _TypeAlias = _typing.Literal["read_mask", b"read_mask"]  # noqa: Y015
     def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
-    _ClearFieldArgType: _TypeAlias = _typing.Literal["id", b"id"]  # noqa: Y015
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["id", b"id", "read_mask", b"read_mask"]  # noqa: Y015
     def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
     def WhichOneof(self, oneof_group: _Never) -> None: ...
 
@@ -428,14 +499,26 @@ class ListPaymentMeansRequest(_message.Message):
     PAGE_TOKEN_FIELD_NUMBER: _builtins.int
     FILTER_FIELD_NUMBER: _builtins.int
     ORDER_BY_FIELD_NUMBER: _builtins.int
+    READ_MASK_FIELD_NUMBER: _builtins.int
+    INCLUDE_TOTAL_SIZE_FIELD_NUMBER: _builtins.int
     page_size: _builtins.int
     """Maximum number of results (default 50, maximum 1000)."""
     page_token: _builtins.str
     """The `next_page_token` of the previous page; empty for the first page."""
     filter: _builtins.str
-    """Filter expression, for example `status = "Active" AND name = "Jane"`."""
+    """Filter expression in the AIP-160 subset the README documents, for example
+    `status = "Active" AND contactMedium.medium.emailAddress = "jane@example.com"`.
+    """
     order_by: _builtins.str
-    """Ordering, for example `name, create_time desc`."""
+    """Ordering, for example `name, create_time desc`; ties are broken newest first."""
+    include_total_size: _builtins.bool
+    """Also count every result of the filter into `total_size` (costs a count)."""
+    @_builtins.property
+    def read_mask(self) -> _field_mask_pb2.FieldMask:
+        """The fields to return (JSON or proto names); `id` is always returned. Empty
+        returns every field.
+        """
+
     def __init__(
         self,
         *,
@@ -443,10 +526,12 @@ class ListPaymentMeansRequest(_message.Message):
         page_token: _builtins.str = ...,
         filter: _builtins.str = ...,
         order_by: _builtins.str = ...,
+        read_mask: _field_mask_pb2.FieldMask | None = ...,
+        include_total_size: _builtins.bool = ...,
     ) -> None: ...
-    _HasFieldArgType: _TypeAlias = _Never  # noqa: Y015
+    _HasFieldArgType: _TypeAlias = _typing.Literal["read_mask", b"read_mask"]  # noqa: Y015
     def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
-    _ClearFieldArgType: _TypeAlias = _typing.Literal["filter", b"filter", "order_by", b"order_by", "page_size", b"page_size", "page_token", b"page_token"]  # noqa: Y015
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["filter", b"filter", "include_total_size", b"include_total_size", "order_by", b"order_by", "page_size", b"page_size", "page_token", b"page_token", "read_mask", b"read_mask"]  # noqa: Y015
     def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
     def WhichOneof(self, oneof_group: _Never) -> None: ...
 
@@ -460,8 +545,13 @@ class ListPaymentMeansResponse(_message.Message):
 
     PAYMENT_MEANS_FIELD_NUMBER: _builtins.int
     NEXT_PAGE_TOKEN_FIELD_NUMBER: _builtins.int
+    TOTAL_SIZE_FIELD_NUMBER: _builtins.int
     next_page_token: _builtins.str
     """Token of the next page; empty on the last page."""
+    total_size: _builtins.int
+    """The number of results of the filter over all pages, when
+    `include_total_size` was set (TMF's X-Total-Count); otherwise 0.
+    """
     @_builtins.property
     def payment_means(self) -> _containers.RepeatedCompositeFieldContainer[_payment_mean_pb2.PaymentMean]:
         """The page of results."""
@@ -471,10 +561,11 @@ class ListPaymentMeansResponse(_message.Message):
         *,
         payment_means: _abc.Iterable[_payment_mean_pb2.PaymentMean] | None = ...,
         next_page_token: _builtins.str = ...,
+        total_size: _builtins.int = ...,
     ) -> None: ...
     _HasFieldArgType: _TypeAlias = _Never  # noqa: Y015
     def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
-    _ClearFieldArgType: _TypeAlias = _typing.Literal["next_page_token", b"next_page_token", "payment_means", b"payment_means"]  # noqa: Y015
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["next_page_token", b"next_page_token", "payment_means", b"payment_means", "total_size", b"total_size"]  # noqa: Y015
     def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
     def WhichOneof(self, oneof_group: _Never) -> None: ...
 

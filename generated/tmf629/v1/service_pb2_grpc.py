@@ -174,7 +174,7 @@ class CustomerManagementServiceServicer:
         raise NotImplementedError('Method not implemented!')
 
     def GetCustomerAccount(self, request, context):
-        """Gets a CustomerAccount by id.
+        """Gets a CustomerAccount by id or by the caller's external reference.
         """
         context.set_code(grpc.StatusCode.UNIMPLEMENTED)
         context.set_details('Method not implemented!')

@@ -59,7 +59,7 @@ class CustomerManagementServiceStub:
     result and creates nothing.
     """
     GetCustomerAccount: _grpc.UnaryUnaryMultiCallable[_service_pb2.GetCustomerAccountRequest, _customer_account_pb2.CustomerAccount]
-    """Gets a CustomerAccount by id."""
+    """Gets a CustomerAccount by id or by the caller's external reference."""
     ListCustomerAccounts: _grpc.UnaryUnaryMultiCallable[_service_pb2.ListCustomerAccountsRequest, _service_pb2.ListCustomerAccountsResponse]
     """Lists CustomerAccounts, newest first unless `order_by` says otherwise."""
     UpdateCustomerAccount: _grpc.UnaryUnaryMultiCallable[_service_pb2.UpdateCustomerAccountRequest, _customer_account_pb2.CustomerAccount]
@@ -113,7 +113,7 @@ class CustomerManagementServiceAsyncStub(CustomerManagementServiceStub):
     result and creates nothing.
     """
     GetCustomerAccount: _aio.UnaryUnaryMultiCallable[_service_pb2.GetCustomerAccountRequest, _customer_account_pb2.CustomerAccount]  # type: ignore[assignment]
-    """Gets a CustomerAccount by id."""
+    """Gets a CustomerAccount by id or by the caller's external reference."""
     ListCustomerAccounts: _aio.UnaryUnaryMultiCallable[_service_pb2.ListCustomerAccountsRequest, _service_pb2.ListCustomerAccountsResponse]  # type: ignore[assignment]
     """Lists CustomerAccounts, newest first unless `order_by` says otherwise."""
     UpdateCustomerAccount: _aio.UnaryUnaryMultiCallable[_service_pb2.UpdateCustomerAccountRequest, _customer_account_pb2.CustomerAccount]  # type: ignore[assignment]
@@ -206,7 +206,7 @@ class CustomerManagementServiceServicer(metaclass=_abc_1.ABCMeta):
         request: _service_pb2.GetCustomerAccountRequest,
         context: _ServicerContext,
     ) -> _typing.Union[_customer_account_pb2.CustomerAccount, _abc.Awaitable[_customer_account_pb2.CustomerAccount]]:
-        """Gets a CustomerAccount by id."""
+        """Gets a CustomerAccount by id or by the caller's external reference."""
 
     @_abc_1.abstractmethod
     def ListCustomerAccounts(

@@ -39,15 +39,24 @@ class CustomerManagementServicer(service_pb2_grpc.CustomerManagementServiceServi
         return await self._customers.create(request.customer, request.request_id)
 
     async def GetCustomer(self, request: pb.GetCustomerRequest, context: Context) -> Customer:
-        return await self._customers.get(request.id)
+        return await self._customers.get(request.id, request.read_mask)
 
     async def ListCustomers(
         self, request: pb.ListCustomersRequest, context: Context
     ) -> pb.ListCustomersResponse:
         page = await self._customers.list(
-            request.page_size, request.page_token, request.filter, request.order_by
+            request.page_size,
+            request.page_token,
+            request.filter,
+            request.order_by,
+            request.read_mask,
+            request.include_total_size,
         )
-        return pb.ListCustomersResponse(customers=page.items, next_page_token=page.next_page_token)
+        return pb.ListCustomersResponse(
+            customers=page.items,
+            next_page_token=page.next_page_token,
+            total_size=page.total_size,
+        )
 
     async def UpdateCustomer(self, request: pb.UpdateCustomerRequest, context: Context) -> Customer:
         return await self._customers.update(request.customer, request.update_mask)
@@ -66,16 +75,25 @@ class CustomerManagementServicer(service_pb2_grpc.CustomerManagementServiceServi
     async def GetCustomerAccount(
         self, request: pb.GetCustomerAccountRequest, context: Context
     ) -> CustomerAccount:
-        return await self._accounts.get(request.id)
+        return await self._accounts.lookup(
+            request.id, {"external_reference": request.external_reference}, request.read_mask
+        )
 
     async def ListCustomerAccounts(
         self, request: pb.ListCustomerAccountsRequest, context: Context
     ) -> pb.ListCustomerAccountsResponse:
         page = await self._accounts.list(
-            request.page_size, request.page_token, request.filter, request.order_by
+            request.page_size,
+            request.page_token,
+            request.filter,
+            request.order_by,
+            request.read_mask,
+            request.include_total_size,
         )
         return pb.ListCustomerAccountsResponse(
-            customer_accounts=page.items, next_page_token=page.next_page_token
+            customer_accounts=page.items,
+            next_page_token=page.next_page_token,
+            total_size=page.total_size,
         )
 
     async def UpdateCustomerAccount(
@@ -99,16 +117,23 @@ class CustomerManagementServicer(service_pb2_grpc.CustomerManagementServiceServi
     async def GetPaymentMean(
         self, request: pb.GetPaymentMeanRequest, context: Context
     ) -> PaymentMean:
-        return await self._payment_means.get(request.id)
+        return await self._payment_means.get(request.id, request.read_mask)
 
     async def ListPaymentMeans(
         self, request: pb.ListPaymentMeansRequest, context: Context
     ) -> pb.ListPaymentMeansResponse:
         page = await self._payment_means.list(
-            request.page_size, request.page_token, request.filter, request.order_by
+            request.page_size,
+            request.page_token,
+            request.filter,
+            request.order_by,
+            request.read_mask,
+            request.include_total_size,
         )
         return pb.ListPaymentMeansResponse(
-            payment_means=page.items, next_page_token=page.next_page_token
+            payment_means=page.items,
+            next_page_token=page.next_page_token,
+            total_size=page.total_size,
         )
 
     async def UpdatePaymentMean(

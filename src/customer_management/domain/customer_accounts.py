@@ -8,16 +8,22 @@ from typing import Any
 
 from customer_management.domain.kinds import (
     CODE_MAX,
-    NAME_MAX,
-    Column,
+    Field,
     Kind,
     RefSlot,
     check_contact_medium,
+    check_name,
     check_related_party,
     check_status,
-    columns_index,
+    fields_index,
 )
-from customer_management.domain.validation import Violations, check_period, money
+from customer_management.domain.validation import (
+    KEY_MAX,
+    Violations,
+    check_period,
+    key_problem,
+    money,
+)
 from customer_management.store.models import (
     AccountBalanceRow,
     AccountRelationshipLink,
@@ -38,26 +44,35 @@ class CustomerAccountKind(Kind[CustomerAccount]):
     field = "customer_account"
     message_type = CustomerAccount
     update_time_field = "last_modified"
-    columns_by_filter_name = columns_index(
-        Column("id", str),
-        Column("name", str),
-        Column("status", str),
-        Column("description", str),
-        Column("account_type", str),
-        Column("credit_limit", Decimal, sortable=False),
-        Column("receivable_balance", Decimal, sortable=False),
-        Column("customer_id", str, sortable=False),
-        Column("create_time", datetime),
-        Column("update_time", datetime),
-        aliases={"customer.id": "customer_id", "lastModified": "update_time"},
+    unique = ("external_reference",)
+    fields = fields_index(
+        lastModified=Field("update_time", datetime),
+        status=Field("status", str),
+        description=Field("description", str, text=True),
+        accountType=Field("account_type", str),
+        creditLimit=Field("credit_limit", Decimal, nullable=True),
+        receivableBalance=Field("receivable_balance", Decimal, nullable=True),
+        externalReference=Field("external_reference", str, nullable=True),
+        customer__id=Field("customer_id", str, nullable=True),
+        customerAccountRelationship__relationshipType=Field(
+            "relationship_type", str, AccountRelationshipLink
+        ),
+        customerAccountRelationship__customerAccount__id=Field(
+            "related_account_id", str, AccountRelationshipLink
+        ),
+        paymentPlan__status=Field("status", str, PaymentPlanRow),
+        paymentPlan__paymentMean__id=Field("payment_mean_id", str, PaymentPlanRow),
     )
 
     def check(
         self, resource: CustomerAccount, previous: CustomerAccount | None, v: Violations
     ) -> None:
         path = self.field
-        if v.require(f"{path}.name", resource.name):
-            v.max_length(f"{path}.name", resource.name, NAME_MAX)
+        check_name(resource, path, v)
+        if resource.external_reference and (
+            problem := key_problem(resource.external_reference, KEY_MAX)
+        ):
+            v.add(f"{path}.external_reference", problem)
         if v.require(f"{path}.account_type", resource.account_type):
             v.max_length(f"{path}.account_type", resource.account_type, CODE_MAX)
         check_status(resource, path, v)
@@ -121,6 +136,7 @@ class CustomerAccountKind(Kind[CustomerAccount]):
                 resource, "receivable_balance", "", unchecked, negative=True
             ),
             "customer_id": resource.customer.id if resource.HasField("customer") else None,
+            "external_reference": resource.external_reference or None,
         }
 
     def children(self, resource: CustomerAccount) -> dict[type[Base], list[dict[str, Any]]]:

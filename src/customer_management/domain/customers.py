@@ -6,17 +6,27 @@ from datetime import datetime
 from typing import Any
 
 from customer_management.domain.kinds import (
-    NAME_MAX,
-    Column,
+    CODE_MAX,
+    VALUE_MAX,
+    Field,
     Kind,
     RefSlot,
     check_contact_medium,
+    check_name,
     check_related_party,
     check_status,
-    columns_index,
+    fields_index,
+    related_party_columns,
 )
 from customer_management.domain.validation import Violations, check_period, period_bounds
-from customer_management.store.models import Base, CustomerAccountLink, CustomerPaymentMeanLink
+from customer_management.store.models import (
+    Base,
+    CharacteristicRow,
+    ContactMediumRow,
+    CustomerAccountLink,
+    CustomerPaymentMeanLink,
+)
+from customer_management.store.search_keys import email_key, phone_key
 from tmf629.v1.customer_pb2 import Customer
 
 
@@ -24,26 +34,41 @@ class CustomerKind(Kind[Customer]):
     kind = "customer"
     field = "customer"
     message_type = Customer
-    columns_by_filter_name = columns_index(
-        Column("id", str),
-        Column("name", str),
-        Column("status", str),
-        Column("description", str),
-        Column("customer_rank", int, sortable=False),
-        Column("create_time", datetime),
-        Column("update_time", datetime),
+    fields = fields_index(
+        updateTime=Field("update_time", datetime),
+        status=Field("status", str),
+        description=Field("description", str, text=True),
+        customerRank=Field("customer_rank", int, nullable=True),
+        validFor__startDateTime=Field("valid_for_start", datetime, nullable=True),
+        validFor__endDateTime=Field("valid_for_end", datetime, nullable=True),
+        relatedParty__id=Field("related_party_id", str, nullable=True),
+        relatedParty__role=Field("related_party_role", str, nullable=True),
+        contactMedium__type=Field("type", str, ContactMediumRow),
+        contactMedium__preferred=Field("preferred", bool, ContactMediumRow),
+        contactMedium__medium__emailAddress=Field(
+            "email", str, ContactMediumRow, nullable=True, key=email_key
+        ),
+        contactMedium__medium__number=Field(
+            "number", str, ContactMediumRow, nullable=True, key=phone_key
+        ),
+        characteristic__name=Field("name", str, CharacteristicRow),
+        characteristic__value=Field("value", str, CharacteristicRow),
+        customerAccount__id=Field("account_id", str, CustomerAccountLink),
+        paymentMean__id=Field("payment_mean_id", str, CustomerPaymentMeanLink),
     )
 
     def check(self, resource: Customer, previous: Customer | None, v: Violations) -> None:
         path = self.field
-        if v.require(f"{path}.name", resource.name):
-            v.max_length(f"{path}.name", resource.name, NAME_MAX)
+        check_name(resource, path, v)
         check_status(resource, path, v)
         check_period(resource.valid_for, f"{path}.valid_for", v)
         check_related_party(resource.related_party, f"{path}.related_party", v)
         for i, characteristic in enumerate(resource.characteristic):
-            v.require(f"{path}.characteristic[{i}].name", characteristic.name)
-            v.require(f"{path}.characteristic[{i}].value", characteristic.value)
+            here = f"{path}.characteristic[{i}]"
+            if v.require(f"{here}.name", characteristic.name):
+                v.max_length(f"{here}.name", characteristic.name, CODE_MAX)
+            if v.require(f"{here}.value", characteristic.value):
+                v.max_length(f"{here}.value", characteristic.value, VALUE_MAX)
         check_contact_medium(resource.contact_medium, f"{path}.contact_medium", v)
         for i, profile in enumerate(resource.customer_credit_profile):
             here = f"{path}.customer_credit_profile[{i}]"
@@ -75,6 +100,7 @@ class CustomerKind(Kind[Customer]):
             ),
             "valid_for_start": start,
             "valid_for_end": end,
+            **related_party_columns(resource),
         }
 
     def children(self, resource: Customer) -> dict[type[Base], list[dict[str, Any]]]:
@@ -86,5 +112,19 @@ class CustomerKind(Kind[Customer]):
             CustomerPaymentMeanLink: [
                 {"position": i, "payment_mean_id": ref.id}
                 for i, ref in enumerate(resource.payment_mean)
+            ],
+            ContactMediumRow: [
+                {
+                    "position": i,
+                    "type": medium.type,
+                    "preferred": medium.preferred,
+                    "email": email_key(medium.medium.email_address),
+                    "number": phone_key(medium.medium.number),
+                }
+                for i, medium in enumerate(resource.contact_medium)
+            ],
+            CharacteristicRow: [
+                {"position": i, "name": characteristic.name, "value": characteristic.value}
+                for i, characteristic in enumerate(resource.characteristic)
             ],
         }

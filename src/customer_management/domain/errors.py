@@ -65,3 +65,9 @@ class Unavailable(DomainError):
 class ResourceExhausted(DomainError):
     code: str = "RESOURCE_EXHAUSTED"
     reason: str = "RESOURCE_EXHAUSTED"
+
+
+@dataclass
+class AlreadyExists(DomainError):
+    code: str = "ALREADY_EXISTS"
+    reason: str = "ALREADY_EXISTS"

@@ -2,13 +2,16 @@
 
 from __future__ import annotations
 
-from collections.abc import Mapping
+import re
+from collections.abc import Callable, Mapping
 from dataclasses import dataclass
+from datetime import datetime
 from typing import Any, ClassVar, Generic, TypeVar
 
 from google.protobuf.message import Message
 
 from customer_management.domain.validation import Violations, check_period
+from customer_management.store import query
 from customer_management.store.models import Base
 from tmf629.v1.common_pb2 import ContactMedium, RelatedParty
 
@@ -22,8 +25,14 @@ COLLECTIONS = {
 }
 """Each kind's href path segment, as in TMF's REST binding."""
 NAME_MAX = 1024
+NAME_MAX_BYTES = 2048
+"""A name is indexed; a PostgreSQL B-tree entry holds at most about 2.7 kB."""
 CODE_MAX = 256
 """Status, type and other short codes that are stored in their own columns."""
+EMAIL_MAX = 320
+PHONE_MAX = 64
+VALUE_MAX = 512
+"""Characteristic values are indexed too."""
 
 
 @dataclass(frozen=True)
@@ -36,12 +45,45 @@ class RefSlot:
 
 
 @dataclass(frozen=True)
-class Column:
-    """A first-level scalar that List can filter and order on."""
+class Field:
+    """A field List can filter on: where it is stored and how its literals are read."""
 
-    name: str
-    type: type
-    sortable: bool = True
+    column: str
+    value_type: type
+    child: type[Base] | None = None
+    """The child table holding it, for a field inside a repeated message."""
+    nullable: bool = False
+    key: Callable[[str], str | None] | None = None
+    """Normalises values before they are compared (see store.search_keys)."""
+    text: bool = False
+    """Free text: compared for equality only, never ordered."""
+
+    @property
+    def stored(self) -> query.Column:
+        return query.Column(self.column, self.child, self.nullable)
+
+    @property
+    def sortable(self) -> bool:
+        return self.child is None and not self.text
+
+
+def fields_index(**extra: Field) -> dict[str, Field]:
+    """Filter names: the fields every resource has plus `extra` (given by TMF JSON path
+    with `__` for `.`), each also under its proto (snake_case) path."""
+    fields = {
+        "id": Field("id", str),
+        "name": Field("name", str),
+        "createTime": Field("create_time", datetime),
+        **{path.replace("__", "."): field for path, field in extra.items()},
+    }
+    index: dict[str, Field] = {}
+    for path, field in fields.items():
+        index[path] = field
+        index[".".join(_CAMEL_HUMP.sub(r"_\1", part).lower() for part in path.split("."))] = field
+    return index
+
+
+_CAMEL_HUMP = re.compile(r"(?<=[a-z0-9])([A-Z])")
 
 
 class Kind(Generic[M]):
@@ -51,7 +93,11 @@ class Kind(Generic[M]):
     """The request field holding the resource; the root of every violation path."""
     message_type: type[M]
     update_time_field: ClassVar[str] = "update_time"
-    columns_by_filter_name: ClassVar[Mapping[str, Column]]
+    fields: ClassVar[Mapping[str, Field]]
+    """What List filters and orders on, by filter name."""
+    unique: ClassVar[tuple[str, ...]] = ()
+    """Optional caller-assigned keys (columns named as their fields) no two resources share;
+    Get finds a resource by them."""
 
     def check(self, resource: M, previous: M | None, v: Violations) -> None:
         """Adds a violation for every rule of this kind `resource` breaks."""
@@ -68,29 +114,34 @@ class Kind(Generic[M]):
         return {}
 
 
-def columns_index(*columns: Column, aliases: Mapping[str, str] = {}) -> dict[str, Column]:
-    """Filter names: each column's snake_case name, its camelCase JSON name, and aliases."""
-    index: dict[str, Column] = {}
-    for column in columns:
-        index[column.name] = column
-        head, *rest = column.name.split("_")
-        index[head + "".join(part.title() for part in rest)] = column
-    for alias, name in aliases.items():
-        index[alias] = index[name]
-    return index
+def check_name(resource: Any, path: str, v: Violations) -> None:
+    if v.require(f"{path}.name", resource.name):
+        v.max_length(f"{path}.name", resource.name, NAME_MAX)
+        if len(resource.name.encode()) > NAME_MAX_BYTES:
+            v.add(f"{path}.name", f"is longer than {NAME_MAX_BYTES} bytes in UTF-8")
 
 
 def check_contact_medium(media: Any, path: str, v: Violations) -> None:
     for i, medium in enumerate(media):
         assert isinstance(medium, ContactMedium)
         here = f"{path}[{i}]"
-        v.require(f"{here}.type", medium.type)
+        if v.require(f"{here}.type", medium.type):
+            v.max_length(f"{here}.type", medium.type, CODE_MAX)
         v.require(f"{here}.medium", medium.HasField("medium"))
+        v.max_length(f"{here}.medium.email_address", medium.medium.email_address, EMAIL_MAX)
+        v.max_length(f"{here}.medium.number", medium.medium.number, PHONE_MAX)
         check_period(medium.valid_for, f"{here}.valid_for", v)
 
 
 def check_related_party(party: RelatedParty, path: str, v: Violations) -> None:
+    v.max_length(f"{path}.id", party.id, CODE_MAX)
+    v.max_length(f"{path}.role", party.role, CODE_MAX)
     check_period(party.valid_for, f"{path}.valid_for", v)
+
+
+def related_party_columns(resource: Any) -> dict[str, str | None]:
+    party = resource.related_party
+    return {"related_party_id": party.id or None, "related_party_role": party.role or None}
 
 
 def check_status(resource: Any, path: str, v: Violations) -> None:

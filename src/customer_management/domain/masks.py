@@ -1,4 +1,5 @@
-"""Update masks: which fields an Update changes, in proto or JSON names (AIP-134, AIP-161)."""
+"""Field masks: which fields an Update changes (AIP-134, AIP-161) and which a Get or List
+returns (AIP-157 read masks, TMF's `fields=`), in proto or JSON names."""
 
 from __future__ import annotations
 
@@ -73,6 +74,36 @@ def effective_paths(patch: Message, mask: FieldMask) -> list[str]:
     if violations:
         raise InvalidArgument("update_mask names unknown fields", violations=violations)
     return paths
+
+
+def read_paths(descriptor: Any, mask: FieldMask) -> list[str] | None:
+    """The snake_case paths a read returns, always with `id`; None for every field."""
+    if not mask.paths or WILDCARD in mask.paths:
+        return None
+    paths = {"id"}
+    violations = []
+    for i, path in enumerate(mask.paths):
+        resolved = _resolve(descriptor, path)
+        if resolved is None:
+            violations.append(
+                FieldViolation(
+                    f"read_mask.paths[{i}]", f"{path!r} is not a field of {descriptor.name}"
+                )
+            )
+        else:
+            paths.add(resolved)
+    if violations:
+        raise InvalidArgument("read_mask names unknown fields", violations=violations)
+    return sorted(paths)
+
+
+def select(resource: T, paths: list[str] | None) -> T:
+    """`resource` with only the fields at `paths` (all of them for None)."""
+    if paths is None:
+        return resource
+    selected = type(resource)()
+    FieldMask(paths=paths).MergeMessage(resource, selected)
+    return selected
 
 
 def _resolve(descriptor: Any, path: str) -> str | None:

@@ -7,12 +7,13 @@ from typing import Any
 
 from customer_management.domain.kinds import (
     CODE_MAX,
-    NAME_MAX,
-    Column,
+    Field,
     Kind,
     RefSlot,
+    check_name,
     check_related_party,
-    columns_index,
+    fields_index,
+    related_party_columns,
 )
 from customer_management.domain.payment_details import check_bank_account, check_credit_card
 from customer_management.domain.validation import Violations, check_period, period_bounds
@@ -28,18 +29,18 @@ class PaymentMeanKind(Kind[PaymentMean]):
     kind = "payment_mean"
     field = "payment_mean"
     message_type = PaymentMean
-    columns_by_filter_name = columns_index(
-        Column("id", str),
-        Column("name", str),
-        Column("type", str),
-        Column("create_time", datetime),
-        Column("update_time", datetime),
+    fields = fields_index(
+        updateTime=Field("update_time", datetime),
+        type=Field("type", str),
+        validFor__startDateTime=Field("valid_for_start", datetime, nullable=True),
+        validFor__endDateTime=Field("valid_for_end", datetime, nullable=True),
+        relatedParty__id=Field("related_party_id", str, nullable=True),
+        relatedParty__role=Field("related_party_role", str, nullable=True),
     )
 
     def check(self, resource: PaymentMean, previous: PaymentMean | None, v: Violations) -> None:
         path = self.field
-        if v.require(f"{path}.name", resource.name):
-            v.max_length(f"{path}.name", resource.name, NAME_MAX)
+        check_name(resource, path, v)
         if v.require(f"{path}.type", resource.type):
             v.max_length(f"{path}.type", resource.type, CODE_MAX)
         check_period(resource.valid_for, f"{path}.valid_for", v)
@@ -71,4 +72,5 @@ class PaymentMeanKind(Kind[PaymentMean]):
             "type": resource.type,
             "valid_for_start": start,
             "valid_for_end": end,
+            **related_party_columns(resource),
         }

@@ -9,7 +9,7 @@ from __future__ import annotations
 import asyncio
 import hashlib
 import uuid
-from collections.abc import Sequence
+from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 from datetime import UTC, datetime
 from typing import Any, Generic
@@ -21,6 +21,7 @@ from sqlalchemy.orm import Session
 from customer_management.domain import listing
 from customer_management.domain.errors import (
     Aborted,
+    AlreadyExists,
     FailedPrecondition,
     FieldViolation,
     InvalidArgument,
@@ -28,27 +29,41 @@ from customer_management.domain.errors import (
     PreconditionViolation,
 )
 from customer_management.domain.kinds import COLLECTIONS, Kind, M, RefSlot
-from customer_management.domain.masks import OUTPUT_ONLY, WILDCARD, effective_paths, merge
+from customer_management.domain.masks import (
+    OUTPUT_ONLY,
+    WILDCARD,
+    effective_paths,
+    merge,
+    read_paths,
+    select,
+)
 from customer_management.domain.notifications import Change, changed_fields, event
 from customer_management.domain.pins import hash_pin, pin_problem
-from customer_management.domain.validation import Violations, check_message
+from customer_management.domain.validation import (
+    ID_MAX,
+    KEY_MAX,
+    Violations,
+    check_message,
+    key_problem,
+)
 from customer_management.store import outbox, resources
+from customer_management.store import query as query_store
 from customer_management.store.batching import Batcher, Outcome
 from customer_management.store.database import Database
 from customer_management.store.models import ResourceRow
 from customer_management.store.resources import Stored
 
 REQUEST_ID_MAX = 128
+_ALL = FieldMask()
 MAX_RESOURCE_BYTES = 512 * 1024
 MAX_PAGE_BYTES = 3 * 1024 * 1024
-ID_MAX = 64
-"""The width of the id columns; ids are the server's UUIDs."""
 
 
 @dataclass(frozen=True)
 class Page(Generic[M]):
     items: list[M]
     next_page_token: str
+    total_size: int = 0
 
 
 @dataclass(frozen=True)
@@ -92,6 +107,7 @@ class ResourceService(Generic[M]):
             body = self._body(resource)
             now = datetime.now(UTC)
             values = self.kind.columns(resource)
+            self._check_unique(session, values, None)
             if pin_hash is not None:
                 values["pin_hash"] = pin_hash
             row = resources.insert(
@@ -124,22 +140,71 @@ class ResourceService(Generic[M]):
 
         return await self.database.write(unit)
 
-    async def get(self, id: str) -> M:
+    async def get(self, id: str, read_mask: FieldMask = _ALL) -> M:
         _require_id(id)
-
+        paths = read_paths(self.kind.message_type.DESCRIPTOR, read_mask)
         row = await self._by_id.submit(id)
         if row is None:
             raise self._not_found(id)
-        return self.output(row)
+        return select(self.output(row), paths)
 
-    async def list(self, page_size: int, page_token: str, filter: str, order_by: str) -> Page[M]:
+    async def lookup(self, id: str, keys: Mapping[str, str], read_mask: FieldMask = _ALL) -> M:
+        """Get by id, by a unique caller-assigned key, or by both when they agree."""
+        given = {name: value for name, value in keys.items() if value}
+        if not given:
+            return await self.get(id, read_mask)
+        if id:
+            _require_id(id)
+        for name, value in given.items():
+            _check_key(name, value, KEY_MAX)
+        paths = read_paths(self.kind.message_type.DESCRIPTOR, read_mask)
+
+        wanted = {"id": id, **given} if id else given
+
+        def unit(session: Session) -> M:
+            found: dict[str, str] = {}  # identifier → id of the resource it names
+            for name, value in wanted.items():
+                column = "id" if name == "id" else name
+                if holder := resources.holders(session, self.kind.kind, column, [value]).get(value):
+                    found[name] = holder
+            if missing := {name: value for name, value in wanted.items() if name not in found}:
+                raise NotFound(
+                    f"no {self.kind.kind} has "
+                    + " or ".join(f"{name} {value!r}" for name, value in missing.items()),
+                    metadata={"resource": self.kind.kind, **missing},
+                )
+            if len(set(found.values())) > 1:
+                raise FailedPrecondition(
+                    f"several {self.kind.kind}s match: "
+                    + ", ".join(f"{name} names {other}" for name, other in found.items()),
+                    reason="SEVERAL_MATCHES",
+                    violations=[
+                        PreconditionViolation("SEVERAL_MATCHES", f"{self.kind.kind}/{other}", name)
+                        for name, other in found.items()
+                    ],
+                )
+            row = self._row(session, next(iter(found.values())))
+            return select(self.output(row), paths)
+
+        return await self.database.read(unit)
+
+    async def list(
+        self,
+        page_size: int,
+        page_token: str,
+        filter: str,
+        order_by: str,
+        read_mask: FieldMask = _ALL,
+        include_total_size: bool = False,
+    ) -> Page[M]:
         query = listing.parse(self.kind, page_size, page_token, filter, order_by)
+        paths = read_paths(self.kind.message_type.DESCRIPTOR, read_mask)
 
         def unit(session: Session) -> Page[M]:
-            rows = resources.page(
+            rows = query_store.page(
                 session,
                 self.kind.kind,
-                equals=query.equals,
+                condition=query.condition,
                 order=query.order,
                 after=query.after,
                 limit=query.page_size + 1,
@@ -154,7 +219,12 @@ class ResourceService(Generic[M]):
                 page.append(row)
             more = len(page) < len(rows)
             token = listing.next_token(query, page[-1]) if more else ""
-            return Page([self.output(row) for row in page], token)
+            total = (
+                query_store.count(session, self.kind.kind, query.condition)
+                if include_total_size
+                else 0
+            )
+            return Page([select(self.output(row), paths) for row in page], token, total)
 
         return await self.database.read(unit)
 
@@ -183,7 +253,9 @@ class ResourceService(Generic[M]):
             if body == row.body and "pin" not in paths:
                 return self.output(row)  # nothing changes: same etag, no write
             changed = changed_fields(current, updated)
-            for name, value in self.kind.columns(updated).items():
+            values = self.kind.columns(updated)
+            self._check_unique(session, values, row.id)
+            for name, value in values.items():
                 setattr(row, name, value)
             if "pin" in paths:
                 row.pin_hash = pin_hash  # type: ignore[attr-defined]
@@ -274,6 +346,20 @@ class ResourceService(Generic[M]):
             return None
         # scrypt is slow on purpose, so it runs off the event loop.
         return await asyncio.to_thread(hash_pin, pin, self.settings.pin_pepper)
+
+    def _check_unique(self, session: Session, values: dict[str, Any], own: str | None) -> None:
+        """Refuses a caller-assigned key another resource already holds."""
+        for name in self.kind.unique:
+            value = values.get(name)
+            if value is None:
+                continue
+            holder = resources.holders(session, self.kind.kind, name, [value]).get(value)
+            if holder is not None and holder != own:
+                raise AlreadyExists(
+                    f"{self.kind.kind} {holder} already has {name} {value!r}",
+                    reason=f"{name.upper()}_TAKEN",
+                    metadata={"id": holder, name: value},
+                )
 
     def _resolve(self, session: Session, resource: M) -> None:
         """Checks that every reference names an existing resource and copies its name in."""
@@ -383,13 +469,6 @@ def _require_id(id: str, path: str = "id") -> None:
             f"{path} is required", violations=[FieldViolation(path, "is required")]
         )
     _check_key(path, id, ID_MAX)
-
-
-def key_problem(value: str, limit: int = ID_MAX) -> str | None:
-    """Ids and request ids: short, printable, so they can be stored and echoed safely."""
-    if len(value) > limit or not value.isprintable():
-        return f"must be at most {limit} printable characters"
-    return None
 
 
 def _check_key(path: str, value: str, limit: int) -> None:

@@ -15,6 +15,10 @@ from tmf629.v1.common_pb2 import TimePeriod
 MAX_STRING = 4096
 """Longest string any field takes (names and short codes take less, see columns)."""
 MAX_REPEATED = 1000
+ID_MAX = 64
+"""The width of the id columns; ids are the server's UUIDs."""
+KEY_MAX = 128
+"""Caller-assigned unique keys, such as an account's external reference."""
 MONEY_DIGITS = 12
 MONEY_DECIMALS = 6
 MONEY_SIGNIFICANT = 15
@@ -52,6 +56,14 @@ class Violations:
         if self._by_field:
             violations = list(self._by_field.values())
             raise InvalidArgument("the request has invalid fields", violations=violations)
+
+
+def key_problem(value: str, limit: int = ID_MAX) -> str | None:
+    """Ids, request ids and external references: short and printable, so they can be
+    stored, indexed and echoed safely."""
+    if len(value) > limit or not value.isprintable():
+        return f"must be at most {limit} printable characters"
+    return None
 
 
 def check_message(message: Message, path: str, v: Violations) -> None:

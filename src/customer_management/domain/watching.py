@@ -28,7 +28,8 @@ from customer_management.domain.errors import (
     Unavailable,
 )
 from customer_management.domain.notifications import EVENT_TYPES, KIND_OF_TYPE
-from customer_management.domain.service import ResourceService, key_problem
+from customer_management.domain.service import ResourceService
+from customer_management.domain.validation import key_problem
 from customer_management.events.broker import (
     Broker,
     Closed,

@@ -4,6 +4,11 @@ Each resource row keeps the searchable first-level scalars as columns and the wh
 resource as its serialized protobuf (`body`), so a Get is one primary-key read. Every
 reference between resources is a row with foreign keys, so the database itself refuses
 a dangling one. Money is NUMERIC: the exact record used for every comparison.
+
+Every column List can filter on has an index led by it and ending in `pk`, so an
+equality filter in the default order, a range, an `order_by` and the keyset of the
+next page all walk one index. Values inside repeated messages that people search by
+(contact media, characteristics) live in child rows with their own indexes.
 """
 
 from __future__ import annotations
@@ -15,9 +20,11 @@ from typing import Any
 
 from sqlalchemy import (
     BigInteger,
+    Boolean,
     DateTime,
     Dialect,
     ForeignKey,
+    Index,
     Integer,
     LargeBinary,
     MetaData,
@@ -93,6 +100,17 @@ class Base(DeclarativeBase):
     metadata = MetaData(naming_convention=NAMING_CONVENTION)
 
 
+def search_indexes(
+    table: str, columns: tuple[str, ...], text: tuple[str, ...] = ()
+) -> tuple[Index, ...]:
+    """A `(column, pk)` index per searchable column, and a hash index per free-text one:
+    long text can outgrow a B-tree entry on PostgreSQL, and is only compared for equality."""
+    return (
+        *(Index(f"ix_{table}_{column}_pk", column, "pk") for column in columns),
+        *(Index(f"ix_{table}_{column}", column, postgresql_using="hash") for column in text),
+    )
+
+
 class ResourceRow(Base):
     """Columns every resource has. `pk` orders rows by creation (newest first)."""
 
@@ -104,40 +122,111 @@ class ResourceRow(Base):
     version: Mapped[int] = mapped_column(Integer)
     create_time: Mapped[datetime] = mapped_column(UtcDateTime)
     update_time: Mapped[datetime] = mapped_column(UtcDateTime)
-    name: Mapped[str] = mapped_column(String(1024), index=True)
+    name: Mapped[str] = mapped_column(String(1024))
     body: Mapped[bytes] = mapped_column(LargeBinary)
+
+
+CUSTOMER_SEARCH = (
+    "name",
+    "status",
+    "customer_rank",
+    "valid_for_start",
+    "valid_for_end",
+    "related_party_id",
+    "related_party_role",
+    "create_time",
+    "update_time",
+)
 
 
 class CustomerRow(ResourceRow):
     __tablename__ = "customer"
+    __table_args__ = search_indexes("customer", CUSTOMER_SEARCH, ("description",))
 
-    status: Mapped[str] = mapped_column(String(256), index=True)
+    status: Mapped[str] = mapped_column(String(256))
     description: Mapped[str] = mapped_column(String(4096))
     customer_rank: Mapped[int | None] = mapped_column(Integer)
     valid_for_start: Mapped[datetime | None] = mapped_column(UtcDateTime)
     valid_for_end: Mapped[datetime | None] = mapped_column(UtcDateTime)
+    related_party_id: Mapped[str | None] = mapped_column(String(256))
+    related_party_role: Mapped[str | None] = mapped_column(String(256))
+
+
+ACCOUNT_SEARCH = (
+    "name",
+    "status",
+    "account_type",
+    "credit_limit",
+    "receivable_balance",
+    "customer_id",
+    "create_time",
+    "update_time",
+)
 
 
 class CustomerAccountRow(ResourceRow):
     __tablename__ = "customer_account"
+    __table_args__ = search_indexes("customer_account", ACCOUNT_SEARCH, ("description",))
 
-    status: Mapped[str] = mapped_column(String(256), index=True)
-    account_type: Mapped[str] = mapped_column(String(256), index=True)
+    status: Mapped[str] = mapped_column(String(256))
+    account_type: Mapped[str] = mapped_column(String(256))
     description: Mapped[str] = mapped_column(String(4096))
     credit_limit: Mapped[Decimal | None] = mapped_column(MONEY)
     receivable_balance: Mapped[Decimal | None] = mapped_column(MONEY)
-    customer_id: Mapped[str | None] = mapped_column(
-        ForeignKey("customer.id", ondelete="RESTRICT"), index=True
-    )
+    customer_id: Mapped[str | None] = mapped_column(ForeignKey("customer.id", ondelete="RESTRICT"))
     pin_hash: Mapped[str | None] = mapped_column(String(256))
+    external_reference: Mapped[str | None] = mapped_column(String(128), unique=True)
+
+
+PAYMENT_MEAN_SEARCH = (
+    "name",
+    "type",
+    "valid_for_start",
+    "valid_for_end",
+    "related_party_id",
+    "related_party_role",
+    "create_time",
+    "update_time",
+)
 
 
 class PaymentMeanRow(ResourceRow):
     __tablename__ = "payment_mean"
+    __table_args__ = search_indexes("payment_mean", PAYMENT_MEAN_SEARCH)
 
-    type: Mapped[str] = mapped_column(String(256), index=True)
+    type: Mapped[str] = mapped_column(String(256))
     valid_for_start: Mapped[datetime | None] = mapped_column(UtcDateTime)
     valid_for_end: Mapped[datetime | None] = mapped_column(UtcDateTime)
+    related_party_id: Mapped[str | None] = mapped_column(String(256))
+    related_party_role: Mapped[str | None] = mapped_column(String(256))
+
+
+class ContactMediumRow(Base):
+    """Customer.contactMedium[]: its type and search keys (see search_keys)."""
+
+    __tablename__ = "contact_medium"
+
+    customer_id: Mapped[str] = mapped_column(ForeignKey("customer.id"), primary_key=True)
+    position: Mapped[int] = mapped_column(Integer, primary_key=True)
+    type: Mapped[str] = mapped_column(String(256), index=True)
+    preferred: Mapped[bool] = mapped_column(Boolean)
+    email: Mapped[str | None] = mapped_column(String(320), index=True)
+    number: Mapped[str | None] = mapped_column(String(64), index=True)
+
+
+class CharacteristicRow(Base):
+    """Customer.characteristic[]: name and value pairs."""
+
+    __tablename__ = "characteristic"
+    __table_args__ = (
+        Index("ix_characteristic_name_value", "name", "value"),
+        Index("ix_characteristic_value", "value"),
+    )
+
+    customer_id: Mapped[str] = mapped_column(ForeignKey("customer.id"), primary_key=True)
+    position: Mapped[int] = mapped_column(Integer, primary_key=True)
+    name: Mapped[str] = mapped_column(String(256))
+    value: Mapped[str] = mapped_column(String(512))
 
 
 class CustomerAccountLink(Base):
@@ -168,7 +257,7 @@ class AccountRelationshipLink(Base):
     account_id: Mapped[str] = mapped_column(ForeignKey("customer_account.id"), primary_key=True)
     position: Mapped[int] = mapped_column(Integer, primary_key=True)
     related_account_id: Mapped[str] = mapped_column(ForeignKey("customer_account.id"), index=True)
-    relationship_type: Mapped[str] = mapped_column(String(256))
+    relationship_type: Mapped[str] = mapped_column(String(256), index=True)
 
 
 class PaymentPlanRow(Base):
@@ -179,7 +268,7 @@ class PaymentPlanRow(Base):
     account_id: Mapped[str] = mapped_column(ForeignKey("customer_account.id"), primary_key=True)
     position: Mapped[int] = mapped_column(Integer, primary_key=True)
     payment_mean_id: Mapped[str] = mapped_column(ForeignKey("payment_mean.id"), index=True)
-    status: Mapped[str] = mapped_column(String(256))
+    status: Mapped[str] = mapped_column(String(256), index=True)
     amount: Mapped[Decimal | None] = mapped_column(MONEY)
 
 
@@ -277,7 +366,12 @@ REFERENCES: dict[str, tuple[Reference, ...]] = {
 
 # The child rows each kind owns (rewritten with it, deleted with it).
 CHILDREN: dict[str, tuple[tuple[type[Base], str], ...]] = {
-    "customer": ((CustomerAccountLink, "customer_id"), (CustomerPaymentMeanLink, "customer_id")),
+    "customer": (
+        (CustomerAccountLink, "customer_id"),
+        (CustomerPaymentMeanLink, "customer_id"),
+        (ContactMediumRow, "customer_id"),
+        (CharacteristicRow, "customer_id"),
+    ),
     "customer_account": (
         (AccountRelationshipLink, "account_id"),
         (PaymentPlanRow, "account_id"),

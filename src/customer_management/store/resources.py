@@ -7,18 +7,7 @@ from dataclasses import dataclass
 from datetime import datetime
 from typing import Any, Protocol
 
-from sqlalchemy import (
-    ColumnElement,
-    Connection,
-    Select,
-    and_,
-    bindparam,
-    delete,
-    literal,
-    or_,
-    select,
-    text,
-)
+from sqlalchemy import Connection, Select, bindparam, delete, literal, select, text
 from sqlalchemy import insert as insert_statement
 from sqlalchemy.orm import Session
 
@@ -47,12 +36,6 @@ class Referrer:
     kind: str
     id: str
     path: str
-
-
-@dataclass(frozen=True)
-class OrderTerm:
-    column: str
-    descending: bool
 
 
 class Stored(Protocol):
@@ -98,6 +81,13 @@ def get(session: Session, kind: str, id: str, *, for_update: bool = False) -> Re
     if for_update:
         query = query.with_for_update()
     return session.scalars(query).one_or_none()
+
+
+def holders(session: Session, kind: str, column: str, values: Sequence[str]) -> dict[str, str]:
+    """The ids of the resources whose `column` holds one of `values`, by value."""
+    model = ROWS[kind]
+    key = getattr(model, column)
+    return dict(session.execute(select(key, model.id).where(key.in_(list(values)))).tuples())
 
 
 def insert(session: Session, kind: str, values: Mapping[str, Any]) -> Written:
@@ -166,40 +156,6 @@ def targets(session: Session, kind: str, ids: Iterable[str]) -> dict[str, Target
     ]
     rows = session.execute(select(*columns).where(model.id.in_(wanted)))
     return {id: Target(id, name, description, status) for id, name, description, status in rows}
-
-
-def page(
-    session: Session,
-    kind: str,
-    *,
-    equals: Sequence[tuple[str, Any]],
-    order: Sequence[OrderTerm],
-    after: Sequence[Any] | None,
-    limit: int,
-) -> list[ResourceRow]:
-    """One page in `order` (then newest first), starting after the keyset `after`."""
-    model = ROWS[kind]
-    terms = [*order, OrderTerm("pk", True)]
-    columns = [getattr(model, term.column) for term in terms]
-    query = select(model).where(*(getattr(model, name) == value for name, value in equals))
-    if after is not None:
-        query = query.where(_after(columns, terms, after))
-    query = query.order_by(
-        *(c.desc() if t.descending else c.asc() for c, t in zip(columns, terms, strict=True))
-    )
-    return list(session.scalars(query.limit(limit)))
-
-
-def _after(
-    columns: Sequence[Any], terms: Sequence[OrderTerm], values: Sequence[Any]
-) -> ColumnElement[bool]:
-    """Rows strictly after `values` in the lexicographic order of `columns`."""
-    alternatives = []
-    for i, (column, term) in enumerate(zip(columns, terms, strict=True)):
-        beyond = column < values[i] if term.descending else column > values[i]
-        ties = [columns[j] == values[j] for j in range(i)]
-        alternatives.append(and_(*ties, beyond))
-    return or_(*alternatives)
 
 
 def forget_requests(session: Session, before: datetime) -> int:
