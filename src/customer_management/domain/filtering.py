@@ -102,7 +102,7 @@ def _syntax_problem(text: str, error: UnexpectedInput) -> str:
     if isinstance(error, UnexpectedEOF) or (
         isinstance(error, UnexpectedToken) and error.token.type == "$END"
     ):
-        where, found = "at the end", "the filter ends"
+        where, found = "at the end", "end of the filter"
     elif isinstance(error, UnexpectedCharacters):
         where, found = f"at column {error.column}", f"{error.char!r}"
     else:

@@ -209,7 +209,7 @@ class ContactMediumRow(Base):
     customer_id: Mapped[str] = mapped_column(ForeignKey("customer.id"), primary_key=True)
     position: Mapped[int] = mapped_column(Integer, primary_key=True)
     type: Mapped[str] = mapped_column(String(256), index=True)
-    preferred: Mapped[bool] = mapped_column(Boolean)
+    preferred: Mapped[bool] = mapped_column(Boolean, index=True)
     email: Mapped[str | None] = mapped_column(String(320), index=True)
     number: Mapped[str | None] = mapped_column(String(64), index=True)
 

@@ -14,7 +14,7 @@ from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from typing import Any
 
-from sqlalchemy import ColumnElement, and_, exists, false, func, not_, or_, select, true
+from sqlalchemy import ColumnElement, Select, and_, exists, false, func, not_, or_, select, true
 from sqlalchemy.orm import Session
 
 from customer_management.store.models import CHILDREN, ROWS, Base, ResourceRow
@@ -127,11 +127,31 @@ def page(
     after: Sequence[Any] | None,
     limit: int,
 ) -> list[ResourceRow]:
-    """One page in `order` (then newest first), starting after the keyset `after`.
+    """One page in `order` (then newest first), starting after the keyset `after`."""
+    return list(session.scalars(page_query(kind, condition, order, after, limit)))
 
-    Unset values sort after every value in ascending order and before in descending
-    order, as a B-tree index walked either way has them.
-    """
+
+def explain(
+    session: Session, kind: str, condition: Condition | None, order: Sequence[OrderTerm]
+) -> str:
+    """The database's plan for a first page: which indexes a filter and order walk."""
+    statement = page_query(kind, condition, order, None, 50)
+    dialect = session.get_bind().dialect
+    sql = str(statement.compile(dialect=dialect, compile_kwargs={"literal_binds": True}))
+    prefix = "EXPLAIN QUERY PLAN " if dialect.name == "sqlite" else "EXPLAIN "
+    rows = session.connection().exec_driver_sql(prefix + sql)
+    return "\n".join(" | ".join(str(v) for v in row) for row in rows)
+
+
+def page_query(
+    kind: str,
+    condition: Condition | None,
+    order: Sequence[OrderTerm],
+    after: Sequence[Any] | None,
+    limit: int,
+) -> Select[ResourceRow]:
+    """Unset values sort after every value in ascending order and before in descending
+    order, as a B-tree index walked either way has them."""
     model = ROWS[kind]
     terms = [*order, OrderTerm("pk", True)]
     columns = [getattr(model, term.column) for term in terms]
@@ -148,7 +168,7 @@ def page(
             for c, t in zip(columns, terms, strict=True)
         )
     )
-    return list(session.scalars(query.limit(limit)))
+    return query.limit(limit)
 
 
 def count(session: Session, kind: str, condition: Condition | None) -> int:

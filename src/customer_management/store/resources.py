@@ -87,7 +87,8 @@ def holders(session: Session, kind: str, column: str, values: Sequence[str]) -> 
     """The ids of the resources whose `column` holds one of `values`, by value."""
     model = ROWS[kind]
     key = getattr(model, column)
-    return dict(session.execute(select(key, model.id).where(key.in_(list(values)))).tuples())
+    rows = session.execute(select(key, model.id).where(key.in_(list(values))))
+    return {value: id for value, id in rows}
 
 
 def insert(session: Session, kind: str, values: Mapping[str, Any]) -> Written:

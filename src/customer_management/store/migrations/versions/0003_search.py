@@ -91,7 +91,7 @@ def upgrade() -> None:
         ),
         sa.PrimaryKeyConstraint("customer_id", "position", name=op.f("pk_contact_medium")),
     )
-    for column in ("type", "email", "number"):
+    for column in ("type", "preferred", "email", "number"):
         op.create_index(f"ix_contact_medium_{column}", "contact_medium", [column])
     characteristic = op.create_table(
         "characteristic",
