@@ -13,12 +13,12 @@ from typing import Any
 
 import grpc
 import pytest
-from conftest import postgres_database
 from google.protobuf import json_format
 from sqlalchemy import create_engine
 from sqlalchemy.orm import Session
 from test_all_resources import card
 
+from conftest import postgres_database
 from customer_management.config import Config
 from customer_management.domain import notifications
 from customer_management.domain.notifications import Change

@@ -50,7 +50,7 @@ from customer_management.store import outbox, resources
 from customer_management.store import query as query_store
 from customer_management.store.batching import Batcher, Outcome
 from customer_management.store.database import Database
-from customer_management.store.models import ResourceRow
+from customer_management.store.models import Base, ResourceRow
 from customer_management.store.resources import Stored
 
 REQUEST_ID_MAX = 128
@@ -64,6 +64,15 @@ class Page(Generic[M]):
     items: list[M]
     next_page_token: str
     total_size: int = 0
+
+
+@dataclass(frozen=True)
+class NewRows(Generic[M]):
+    id: str
+    values: dict[str, Any]
+    children: dict[type[Base], list[dict[str, Any]]]
+    output: M
+    time: datetime
 
 
 @dataclass(frozen=True)
@@ -84,12 +93,9 @@ class ResourceService(Generic[M]):
     # -- standard methods -------------------------------------------------------------
 
     async def create(self, resource: M, request_id: str) -> M:
-        resource = self._input(resource)
         if request_id:
             _check_key("request_id", request_id, REQUEST_ID_MAX)
-        v = Violations()
-        pin = self._take_pin(resource, v)
-        self._validate(resource, previous=None, v=v)
+        resource, pin = self.prepare(resource)
         # Taken without the PIN and with the card masked: a fast hash of either would
         # give it away. A retry that differs only there gets the first result.
         request_hash = hashlib.sha256(resource.SerializeToString(deterministic=True)).hexdigest()
@@ -103,42 +109,44 @@ class ResourceService(Generic[M]):
                     return self._replay(
                         first.method, first.request_hash, first.response, request_hash
                     )
-            self._resolve(session, resource)
-            body = self._body(resource)
-            now = datetime.now(UTC)
-            values = self.kind.columns(resource)
-            self._check_unique(session, values, None)
-            if pin_hash is not None:
-                values["pin_hash"] = pin_hash
-            row = resources.insert(
-                session,
-                self.kind.kind,
-                {
-                    **values,
-                    "id": str(uuid.uuid4()),
-                    "version": 1,
-                    "create_time": now,
-                    "update_time": now,
-                    "body": body,
-                },
-            )
-            resources.replace_children(
-                session, self.kind.kind, row.id, self.kind.children(resource), new=True
-            )
-            created = self.output(row)
-            self._record(session, Change.CREATE, created, now)
+            self.resolve(session, resource)
+            new = self.new_rows(resource, str(uuid.uuid4()), pin_hash, datetime.now(UTC))
+            self.check_unique(session, new.values, None)
+            resources.insert(session, self.kind.kind, new.values)
+            resources.replace_children(session, self.kind.kind, new.id, new.children, new=True)
+            self.record(session, Change.CREATE, new.output, new.time)
             if request_id:
                 resources.save_request(
                     session,
                     request_id,
                     self._method,
                     request_hash,
-                    created.SerializeToString(),
-                    now,
+                    new.output.SerializeToString(),
+                    new.time,
                 )
-            return created
+            return new.output
 
         return await self.database.write(unit)
+
+    # -- the steps of a create, shared with the bulk import ---------------------------
+
+    def prepare(self, resource: M) -> tuple[M, str]:
+        """The caller's resource without output-only fields, validated, and its PIN."""
+        resource = self._input(resource)
+        v = Violations()
+        pin = self._take_pin(resource, v)
+        self._validate(resource, previous=None, v=v)
+        return resource, pin
+
+    def new_rows(self, resource: M, id: str, pin_hash: str | None, now: datetime) -> NewRows[M]:
+        """The rows that store a validated new resource whose references are resolved."""
+        body = self._body(resource)
+        values = self.kind.columns(resource)
+        if pin_hash is not None:
+            values["pin_hash"] = pin_hash
+        values.update(id=id, version=1, create_time=now, update_time=now, body=body)
+        written = resources.Written(id, 1, now, now, body)
+        return NewRows(id, values, self.kind.children(resource), self.output(written), now)
 
     async def get(self, id: str, read_mask: FieldMask = _ALL) -> M:
         _require_id(id)
@@ -248,13 +256,13 @@ class ResourceService(Generic[M]):
             current = self.kind.message_type.FromString(row.body)
             updated = merge(current, patch, paths)
             self._validate(updated, previous=current)
-            self._resolve(session, updated)
+            self.resolve(session, updated)
             body = self._body(updated)
             if body == row.body and "pin" not in paths:
                 return self.output(row)  # nothing changes: same etag, no write
             changed = changed_fields(current, updated)
             values = self.kind.columns(updated)
-            self._check_unique(session, values, row.id)
+            self.check_unique(session, values, row.id)
             for name, value in values.items():
                 setattr(row, name, value)
             if "pin" in paths:
@@ -267,7 +275,7 @@ class ResourceService(Generic[M]):
             resources.replace_children(session, self.kind.kind, row.id, self.kind.children(updated))
             session.flush()
             output = self.output(row)
-            self._record(session, Change.UPDATE, output, now, changed)
+            self.record(session, Change.UPDATE, output, now, changed)
             return output
 
         return await self.database.write(unit)
@@ -294,7 +302,7 @@ class ResourceService(Generic[M]):
                 )
             last = self.output(row)
             resources.remove(session, self.kind.kind, row)
-            self._record(session, Change.DELETE, last, datetime.now(UTC))
+            self.record(session, Change.DELETE, last, datetime.now(UTC))
 
         await self.database.write(unit)
 
@@ -347,7 +355,7 @@ class ResourceService(Generic[M]):
         # scrypt is slow on purpose, so it runs off the event loop.
         return await asyncio.to_thread(hash_pin, pin, self.settings.pin_pepper)
 
-    def _check_unique(self, session: Session, values: dict[str, Any], own: str | None) -> None:
+    def check_unique(self, session: Session, values: dict[str, Any], own: str | None) -> None:
         """Refuses a caller-assigned key another resource already holds."""
         for name in self.kind.unique:
             value = values.get(name)
@@ -361,15 +369,27 @@ class ResourceService(Generic[M]):
                     metadata={"id": holder, name: value},
                 )
 
-    def _resolve(self, session: Session, resource: M) -> None:
-        """Checks that every reference names an existing resource and copies its name in."""
+    def resolve(
+        self,
+        session: Session,
+        resource: M,
+        known: Mapping[str, Mapping[str, resources.Target]] | None = None,
+    ) -> None:
+        """Checks that every reference names an existing resource and copies its name in.
+
+        `known`: the targets already read, by kind and id, in place of a query (bulk loads).
+        """
         slots = self.kind.references(resource)
         by_kind: dict[str, list[RefSlot]] = {}
         for slot in slots:
             by_kind.setdefault(slot.kind, []).append(slot)
         missing: list[RefSlot] = []
         for kind, kind_slots in by_kind.items():
-            found = resources.targets(session, kind, (slot.ref.id for slot in kind_slots))
+            found = (
+                known.get(kind, {})
+                if known is not None
+                else resources.targets(session, kind, (slot.ref.id for slot in kind_slots))
+            )
             prefix = self._href_base(kind)
             for slot in kind_slots:
                 target = found.get(slot.ref.id)
@@ -390,7 +410,7 @@ class ResourceService(Generic[M]):
                 ],
             )
 
-    def _record(
+    def record(
         self,
         session: Session,
         change: Change,

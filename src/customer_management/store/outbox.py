@@ -19,10 +19,13 @@ from sqlalchemy import URL, Connection, delete, func, insert, select, text, upda
 from sqlalchemy.orm import Session
 
 from customer_management.store.models import EventHistory, EventRow
+from customer_management.store.resources import copy_rows
 
 CHANNEL = "tmf629_events"
 """PostgreSQL NOTIFY channel: a wake-up for every replica's broker, never the data."""
 WRITERS_LOCK_KEY = 629_000_002
+COPY_AT = 100
+"""From this many events in one transaction (bulk imports), PostgreSQL gets them by COPY."""
 _PENDING = "outbox.pending"
 
 
@@ -78,9 +81,33 @@ def flush(session: Session) -> list[StoredEvent]:
             text("SELECT pg_advisory_xact_lock(:key), pg_notify(:channel, '')"),
             {"key": WRITERS_LOCK_KEY, "channel": CHANNEL},
         )
+        if len(pending) >= COPY_AT:
+            return _copy(session, pending)
     seqs = session.scalars(
         insert(EventRow).returning(EventRow.seq, sort_by_parameter_order=True), pending
     ).all()
+    return [
+        StoredEvent(seq, event["event_type"], event["resource_id"], event["body"])
+        for seq, event in zip(seqs, pending, strict=True)
+    ]
+
+
+def _copy(session: Session, pending: list[dict[str, Any]]) -> list[StoredEvent]:
+    """Many events (a bulk import) in one COPY: their seqs are drawn first, in order, while
+    the writers' lock keeps every other writer from drawing any."""
+    seqs = session.scalars(
+        text(
+            "SELECT nextval(pg_get_serial_sequence('event', 'seq'))"
+            " FROM generate_series(1, :n) ORDER BY 1"
+        ),
+        {"n": len(pending)},
+    ).all()
+    columns = ("seq", "event_time", "event_type", "resource_id", "body")
+    rows = (
+        (seq, e["event_time"], e["event_type"], e["resource_id"], e["body"])
+        for seq, e in zip(seqs, pending, strict=True)
+    )
+    copy_rows(session, EventRow.__tablename__, columns, rows)
     return [
         StoredEvent(seq, event["event_type"], event["resource_id"], event["body"])
         for seq, event in zip(seqs, pending, strict=True)

@@ -7,6 +7,7 @@ from dataclasses import dataclass
 from datetime import datetime
 from typing import Any, Protocol
 
+from psycopg import sql
 from sqlalchemy import Connection, Select, bindparam, delete, literal, select, text
 from sqlalchemy import insert as insert_statement
 from sqlalchemy.orm import Session
@@ -81,6 +82,39 @@ def get(session: Session, kind: str, id: str, *, for_update: bool = False) -> Re
     if for_update:
         query = query.with_for_update()
     return session.scalars(query).one_or_none()
+
+
+def insert_many(session: Session, table: type[Base], rows: Sequence[Mapping[str, Any]]) -> None:
+    """Bulk insert. On PostgreSQL through COPY: one stream instead of a statement per row,
+    several times faster for the bulk import."""
+    if not rows:
+        return
+    connection = session.connection()
+    if connection.dialect.name != "postgresql":
+        session.execute(table.__table__.insert(), rows)  # type: ignore[attr-defined]
+        return
+    columns = [
+        column.name
+        for column in table.__table__.columns
+        if column.autoincrement is not True  # the sequence numbers the rows
+    ]
+    copy_rows(
+        session, table.__tablename__, columns, ([row.get(c) for c in columns] for row in rows)
+    )
+
+
+def copy_rows(
+    session: Session, table: str, columns: Sequence[str], rows: Iterable[Sequence[Any]]
+) -> None:
+    """PostgreSQL's COPY FROM STDIN in the session's transaction."""
+    statement = sql.SQL("COPY {} ({}) FROM STDIN").format(
+        sql.Identifier(table), sql.SQL(", ").join(map(sql.Identifier, columns))
+    )
+    raw = session.connection().connection.driver_connection
+    assert raw is not None
+    with raw.cursor() as cursor, cursor.copy(statement) as copy:
+        for row in rows:
+            copy.write_row(row)
 
 
 def holders(session: Session, kind: str, column: str, values: Sequence[str]) -> dict[str, str]:

@@ -11,6 +11,8 @@ import re
 import phonenumbers
 
 _NOT_DIGITS = re.compile(r"\D")
+_PLAIN_INTERNATIONAL = re.compile(r"\+[1-9][\d \-.]{5,30}")
+"""`+44 20 7946 0958`: already E.164 once the separators go; parsing it (slow) adds nothing."""
 
 
 def email_key(address: str) -> str | None:
@@ -26,6 +28,8 @@ def phone_key(number: str) -> str | None:
     if not number:
         return None
     international = "+" + number[2:] if number.startswith("00") else number
+    if _PLAIN_INTERNATIONAL.fullmatch(international):
+        return "+" + _NOT_DIGITS.sub("", international)
     if international.startswith("+"):
         try:
             parsed = phonenumbers.parse(international, None)
