@@ -38,6 +38,7 @@ from google.protobuf import json_format
 from google.protobuf.message import Message
 from grpc_health.v1 import health_pb2, health_pb2_grpc
 
+from customer_management import bench_scale
 from tmf629.v1 import service_pb2 as pb
 from tmf629.v1 import service_pb2_grpc
 from tmf629.v1.customer_pb2 import Customer
@@ -531,6 +532,12 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--watchers", type=int, default=500, help="open WatchEvents streams")
     parser.add_argument("--watch-writes", type=int, default=200, help="writes they receive")
     parser.add_argument("--watch-rate", type=float, default=20.0, help="those writes per second")
+    parser.add_argument(
+        "--scale-rows",
+        default="10000,1000000",
+        help="customers (and as many accounts) for the query phase, comma-separated; '' skips",
+    )
+    parser.add_argument("--scale-samples", type=int, default=300, help="requests per query")
     parser.add_argument("--output", default="BENCHMARKS.md")
     args = parser.parse_args(argv)
     binary = ensure_h2load()
@@ -538,7 +545,7 @@ def main(argv: list[str] | None = None) -> int:
     watching: list[WatchRun] = []
     with tempfile.TemporaryDirectory(prefix="cm-bench-") as tmp:
         workdir = Path(tmp)
-        for database in args.databases.split(","):
+        for database in filter(None, args.databases.split(",")):
             if database == "sqlite":
                 url = f"sqlite:///{workdir / 'bench.db'}"
                 found, watched = bench_database("sqlite", url, binary, args, workdir)
@@ -547,12 +554,22 @@ def main(argv: list[str] | None = None) -> int:
                     found, watched = bench_database("postgresql", url, binary, args, workdir)
             runs += found
             watching += [watched] if watched else []
+        scaled: list[bench_scale.ScaleRun] = []
+        for size in filter(None, args.scale_rows.split(",")):
+            with postgres_database() as url:
+                scaled.append(
+                    bench_scale.scale_run(url, workdir, int(size), args.scale_samples, server)
+                )
     rows = summarise(runs)
     command = "make bench" + (f" BENCH_ARGS='{' '.join(argv)}'" if argv else "")
-    text = report(rows, args, command) + watch_report(watching)
+    text = report(rows, args, command) + watch_report(watching) + bench_scale.report(scaled)
     Path(args.output).write_text(text)
     print(text)
-    met = all(row["met"] for row in rows) and all(watch_met(run) for run in watching)
+    met = (
+        all(row["met"] for row in rows)
+        and all(watch_met(run) for run in watching)
+        and all(bench_scale.met(run) for run in scaled)
+    )
     return 0 if met else 1
 
 

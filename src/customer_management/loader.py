@@ -78,6 +78,7 @@ def bulk_import(
             if report.deferred:  # every other line is stored now
                 later, report.deferred = sorted(report.deferred), []
                 _load_here(importer(config, database), _chunks(later, batch_size), done)
+        database.analyze()
     finally:
         database.close()
     _print(report, time.monotonic() - started)

@@ -265,6 +265,12 @@ class Database:
             except Exception:
                 log.exception("an event listener failed; the outbox still holds the events")
 
+    def analyze(self) -> None:
+        """Refreshes the query planner's statistics, as a bulk load leaves them behind."""
+        with self.write_engine.connect() as connection:
+            connection.exec_driver_sql("ANALYZE")
+            connection.commit()
+
     async def ping(self) -> None:
         def _ping(session: Session) -> None:
             session.execute(text("SELECT 1"))
