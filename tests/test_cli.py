@@ -46,3 +46,56 @@ def test_the_migrations_build_exactly_the_models(database_url: str) -> None:
         differences = compare_metadata(MigrationContext.configure(connection), Base.metadata)
     engine.dispose()
     assert differences == [], "models changed without a migration: add one with alembic revision"
+
+
+def test_the_search_migration_indexes_what_is_already_stored(tmp_path: Path) -> None:
+    """Resources stored before 0003 become searchable by their contact media and parties."""
+    from datetime import UTC, datetime
+
+    from google.protobuf.json_format import ParseDict
+    from sqlalchemy import text
+
+    from customer_management.store.database import Database
+    from customer_management.store.migrate import upgrade
+    from tmf629.v1.customer_pb2 import Customer
+
+    url = f"sqlite:///{tmp_path / 'old.db'}"
+    database = Database(url, pool_size=1)
+    upgrade(database, "0002")
+    body = ParseDict(
+        {
+            "name": "Old",
+            "relatedParty": {"id": "P9", "role": "Payer"},
+            "contactMedium": [
+                {"type": "email", "medium": {"emailAddress": "Old@Example.com"}},
+                {"type": "phone", "medium": {"number": "+44 (0)20 7946-0958"}},
+            ],
+            "characteristic": [{"name": "segment", "value": "gold"}],
+        },
+        Customer(),
+    ).SerializeToString()
+    now = datetime.now(UTC).replace(tzinfo=None)
+    with database.write_engine.begin() as connection:
+        connection.execute(
+            text(
+                "INSERT INTO customer (id, version, create_time, update_time, name, body,"
+                " status, description) VALUES ('c1', 1, :now, :now, 'Old', :body, 'Active', '')"
+            ),
+            {"now": now, "body": body},
+        )
+    upgrade(database)
+    with database.write_engine.connect() as connection:
+        media = connection.execute(
+            text("SELECT type, email, number FROM contact_medium ORDER BY position")
+        ).all()
+        party = connection.execute(
+            text("SELECT related_party_id, related_party_role FROM customer")
+        ).one()
+        pairs = connection.execute(text("SELECT name, value FROM characteristic")).all()
+    database.close()
+    assert [tuple(m) for m in media] == [
+        ("email", "old@example.com", None),
+        ("phone", None, "+442079460958"),
+    ]
+    assert tuple(party) == ("P9", "Payer")
+    assert [tuple(p) for p in pairs] == [("segment", "gold")]

@@ -251,6 +251,9 @@ async def test_every_operator_and_field_on_accounts(stub) -> None:
     w = await world(stub)
     a1, ann, voucher = w.accounts["A1"], w.customers["Ann"], w.means["Voucher"]
     cases = [
+        (f"id = {a1.id}", {"A1"}),
+        (f"id != {a1.id}", {"A2", "A3"}),
+        ("name >= A2", {"A2", "A3"}),
         (f"customer.id = {ann.id}", {"A1", "A2"}),
         ("customer.id:*", {"A1", "A2"}),
         ("creditLimit = 100.5", {"A1"}),
@@ -282,8 +285,12 @@ async def test_every_operator_and_field_on_accounts(stub) -> None:
 
 
 async def test_every_operator_and_field_on_payment_means(stub) -> None:
-    await world(stub)
+    w = await world(stub)
+    cash = w.means["Cash"]
     cases = [
+        (f"id = {cash.id}", {"Cash"}),
+        (f'createTime >= "{cash.create_time.ToJsonString()}"', {"Cash"}),
+        (f'updateTime < "{cash.update_time.ToJsonString()}"', {"Voucher"}),
         ("type = cash", {"Cash"}),
         ("type != cash", {"Voucher"}),
         ("relatedParty.id = P1", {"Voucher"}),
