@@ -11,6 +11,7 @@ an index.
 from __future__ import annotations
 
 import json
+import os
 import random
 import statistics
 import subprocess
@@ -124,22 +125,25 @@ def write_data(workdir: Path, rows: int) -> list[Path]:
 
 
 def load(url: str, path: Path) -> float:
-    """Imports `path`; returns resources per second as the command measured them."""
+    """Imports `path`, its progress bar passed through; returns resources per second."""
     command = Path(sys.executable).with_name("customer-management")
     started = time.monotonic()
-    done = subprocess.run(
+    process = subprocess.Popen(
         [str(command), "import", str(path), "--database-url", url, "--log-level", "WARNING"],
         stderr=subprocess.PIPE,
-        text=True,
-        check=False,
     )
+    assert process.stderr is not None
+    said = bytearray()
+    while chunk := os.read(process.stderr.fileno(), 4096):
+        sys.stderr.buffer.write(chunk)
+        sys.stderr.flush()
+        said += chunk
     elapsed = time.monotonic() - started
-    summary = [line for line in done.stderr.splitlines() if line.startswith("loaded ")]
-    if done.returncode != 0 or not summary:
-        raise SystemExit(f"import of {path} failed:\n{done.stderr[-3000:]}")
-    print(summary[0], file=sys.stderr)
-    loaded = int(summary[0].split()[1])
-    return loaded / elapsed
+    text = said.decode(errors="replace")
+    summary = [line for line in text.splitlines() if line.startswith("loaded ")]
+    if process.wait() != 0 or not summary:
+        raise SystemExit(f"import of {path} failed:\n{text[-3000:]}")
+    return int(summary[0].split()[1]) / elapsed
 
 
 @dataclass
