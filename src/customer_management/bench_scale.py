@@ -37,6 +37,10 @@ from tmf629.v1 import service_pb2 as pb
 from tmf629.v1 import service_pb2_grpc
 
 P99_TARGET_MS = 20.0
+IMPORT_TARGET = 5000.0
+"""Customers per second into PostgreSQL, judged from 100,000 rows up (below, the start of
+the worker processes weighs on the rate)."""
+STEADY_ROWS = 100_000
 DEEP_PAGE = 1000
 DEEP_RATIO_TARGET = 1.5
 PAGE_SIZE = 50
@@ -330,7 +334,15 @@ def indexed(plan: str) -> bool:
     return "Seq Scan" not in plan and ("Index" in plan)
 
 
+def import_met(run: ScaleRun) -> bool:
+    return run.rows < STEADY_ROWS or run.customers_per_s >= IMPORT_TARGET
+
+
 def met(run: ScaleRun) -> bool:
+    return import_met(run) and queries_met(run)
+
+
+def queries_met(run: ScaleRun) -> bool:
     first, deep = run.timing("First page"), run.timing("Deep page")
     return (
         all(t.p99 <= P99_TARGET_MS for t in run.timings)
@@ -352,15 +364,17 @@ def report(runs: list[ScaleRun]) -> str:
         " client, one request at a time, on random rows; the deep page walks a filtered"
         f" listing (`{PAGED_FILTER}`, {PAGE_SIZE} per page) and repeats its token."
         f" Targets: p99 ≤ {P99_TARGET_MS:g} ms for each query, the deep page ≤"
-        f" {DEEP_RATIO_TARGET:g} x the first page (p50), every filter field on an index.",
+        f" {DEEP_RATIO_TARGET:g} x the first page (p50), every filter field on an index;"
+        f" the import ≥ {IMPORT_TARGET:g} customers/s (from {STEADY_ROWS:,} rows up).",
         "",
-        "| rows | import customers/s | import accounts/s | met |",
-        "|---:|---:|---:|---|",
+        "| rows | import customers/s | import accounts/s | import met | queries met |",
+        "|---:|---:|---:|---|---|",
     ]
     for run in runs:
         lines.append(
             f"| {run.rows:,} | {run.customers_per_s:.0f} | {run.accounts_per_s:.0f} |"
-            f" {'yes' if met(run) else '**no**'} |"
+            f" {'yes' if import_met(run) else '**no**'} |"
+            f" {'yes' if queries_met(run) else '**no**'} |"
         )
     header = "| query | " + " | ".join(f"p50 / p99 ms at {run.rows:,}" for run in runs)
     lines += ["", header + " | p99 growth |", "|---|" + "---:|" * (len(runs) + 1)]

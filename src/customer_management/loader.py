@@ -8,6 +8,7 @@ resource another worker has not stored yet is loaded again at the end, in file o
 from __future__ import annotations
 
 import asyncio
+import gc
 import multiprocessing
 import os
 import sys
@@ -118,6 +119,9 @@ def _start_worker(config: Config) -> None:
     global _worker
     database = Database(config.database_url, pool_size=2)
     _worker = importer(config, database, defer=True), asyncio.new_event_loop()
+    # A batch's objects die by reference counting; the collector would only walk them.
+    gc.freeze()
+    gc.set_threshold(100_000, 50, 100)
 
 
 def _load_in_worker(batch: Batch) -> Report:
