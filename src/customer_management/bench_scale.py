@@ -87,8 +87,13 @@ def write_data(workdir: Path, rows: int) -> list[Path]:
                             {"type": "email", "medium": {"emailAddress": f"user{i}@example.com"}},
                             {"type": "phone", "medium": {"number": f"+44 20 {i:08d}"}},
                         ],
-                        "characteristic": [{"name": "segment", "value": SEGMENTS[i % 3]}],
-                        "paymentMean": [{"id": payment_mean_id(i % shared)}],
+                        # a few, so that every search table has rows to plan with
+                        "characteristic": [{"name": "segment", "value": SEGMENTS[i % 3]}]
+                        if i % 10 == 0
+                        else [],
+                        "paymentMean": [{"id": payment_mean_id(i % shared)}]
+                        if i % 100 == 0
+                        else [],
                     }
                 )
                 + "\n"
@@ -106,12 +111,14 @@ def write_data(workdir: Path, rows: int) -> list[Path]:
                         "externalReference": f"EXT-{i:09d}",
                         "paymentPlan": [
                             {
-                                "status": "Active" if i % 5 else "Ended",
+                                "status": "Active" if i % 50 else "Ended",
                                 "type": "recurring",
                                 "priority": 1,
                                 "paymentMean": {"id": payment_mean_id(i % shared)},
                             }
-                        ],
+                        ]
+                        if i % 10 == 0
+                        else [],
                         # accounts in groups of ten under the first of each group
                         "customerAccountRelationship": [
                             {
