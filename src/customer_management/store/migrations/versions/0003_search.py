@@ -110,7 +110,9 @@ def upgrade() -> None:
 
 
 def _backfill(contact: sa.Table, characteristic: sa.Table) -> None:
-    """Fills the new search columns and rows from the resources already stored."""
+    """Fills the new search columns and rows from the resources already stored. Values
+    from before the new length limits are cut to the columns' widths (a filter cannot
+    match them exactly any more; the resources themselves are unchanged)."""
     connection = op.get_bind()
     customer = sa.table(
         "customer",
@@ -126,17 +128,17 @@ def _backfill(contact: sa.Table, characteristic: sa.Table) -> None:
             {
                 "customer_id": id,
                 "position": i,
-                "type": medium.type,
+                "type": medium.type[:256],
                 "preferred": medium.preferred,
-                "email": email_key(medium.medium.email_address),
-                "number": phone_key(medium.medium.number),
+                "email": (email_key(medium.medium.email_address) or "")[:320] or None,
+                "number": (phone_key(medium.medium.number) or "")[:64] or None,
             }
             for i, medium in enumerate(resource.contact_medium)
         ]
         if media:
             connection.execute(contact.insert(), media)
         pairs = [
-            {"customer_id": id, "position": i, "name": c.name, "value": c.value}
+            {"customer_id": id, "position": i, "name": c.name[:256], "value": c.value[:512]}
             for i, c in enumerate(resource.characteristic)
         ]
         if pairs:
@@ -155,8 +157,8 @@ def _backfill(contact: sa.Table, characteristic: sa.Table) -> None:
 def _related_party(
     connection: sa.Connection, table: sa.TableClause, id: str, party: object
 ) -> None:
-    party_id = getattr(party, "id", "") or None
-    role = getattr(party, "role", "") or None
+    party_id = getattr(party, "id", "")[:256] or None
+    role = getattr(party, "role", "")[:256] or None
     if party_id or role:
         connection.execute(
             table.update()
