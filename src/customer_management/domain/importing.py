@@ -130,6 +130,7 @@ class Importer:
         """One transaction for the batch: the checks that need the database, then one
         insert per table. Re-runnable, as the database's units of work must be."""
         report = Report()
+        resources.bulk(session)
         known = self._targets(session, lines)
         taken = self._taken(session, lines)
         rows: dict[type[Base], list[dict[str, Any]]] = {}

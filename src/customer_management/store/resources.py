@@ -84,6 +84,13 @@ def get(session: Session, kind: str, id: str, *, for_update: bool = False) -> Re
     return session.scalars(query).one_or_none()
 
 
+def bulk(session: Session) -> None:
+    """Readies a bulk-load transaction. Its tables grow fast, and a plan PostgreSQL cached
+    while they were small (a sequential scan) would soon read all of them, every batch."""
+    if session.get_bind().dialect.name == "postgresql":
+        session.execute(text("SET LOCAL plan_cache_mode = force_custom_plan"))
+
+
 def insert_many(session: Session, table: type[Base], rows: Sequence[Mapping[str, Any]]) -> None:
     """Bulk insert. On PostgreSQL through COPY: one stream instead of a statement per row,
     several times faster for the bulk import."""
