@@ -244,7 +244,7 @@ async def test_request_ids_keep_no_fast_hash_of_the_pin(stub, sql) -> None:
     first.customer_account.pin = "9999"
     assert await stub.CreateCustomerAccount(first) == created
     [(fingerprint,)] = sql("SELECT request_hash FROM request_key")
-    stored = CustomerAccount(name="a", account_type="x", status="Created")
+    stored = CustomerAccount(name="a", account_type="x", status="Created", pin_set=True)
     assert fingerprint == hashlib.sha256(stored.SerializeToString(deterministic=True)).hexdigest()
     listed = await stub.ListCustomerAccounts(pb.ListCustomerAccountsRequest())
     assert len(listed.customer_accounts) == 1

@@ -18,6 +18,7 @@ class Config:
     pool_size: int = 10
     grace_period: float = 10.0
     pin_pepper: str = ""
+    pin_lock_minutes: float = 15.0
     log_level: str = "INFO"
     request_id_retention_hours: float = 168.0
     event_retention_hours: float = 168.0
@@ -49,6 +50,12 @@ OPTIONS: list[tuple[str, str, type, str]] = [
     ("pool_size", "CM_POOL_SIZE", int, "database connections (and worker threads)"),
     ("grace_period", "CM_GRACE_PERIOD", float, "seconds in-flight calls get at shutdown"),
     ("pin_pepper", "CM_PIN_PEPPER", str, "server-side secret mixed into every PIN hash"),
+    (
+        "pin_lock_minutes",
+        "CM_PIN_LOCK_MINUTES",
+        float,
+        "how long five failed PIN verifications in a row lock an account's PIN",
+    ),
     ("log_level", "CM_LOG_LEVEL", str, "DEBUG, INFO, WARNING or ERROR"),
     (
         "request_id_retention_hours",

@@ -18,6 +18,7 @@ from customer_management.config import Config
 from customer_management.domain.customer_accounts import CustomerAccountKind
 from customer_management.domain.customers import CustomerKind
 from customer_management.domain.payment_means import PaymentMeanKind
+from customer_management.domain.pin_checks import PinChecks
 from customer_management.domain.retention import forget_old_events, forget_old_request_ids
 from customer_management.domain.service import ResourceService, Settings
 from customer_management.domain.watching import Watching
@@ -89,7 +90,10 @@ class Server:
         accounts = ResourceService(CustomerAccountKind(), self.database, settings)
         payment_means = ResourceService(PaymentMeanKind(), self.database, settings)
         watching = Watching(self.database, self.broker, [customers, accounts, payment_means])
-        servicer = CustomerManagementServicer(customers, accounts, payment_means, watching)
+        pin_checks = PinChecks(accounts, timedelta(minutes=self.config.pin_lock_minutes))
+        servicer = CustomerManagementServicer(
+            customers, accounts, payment_means, watching, pin_checks
+        )
         service_pb2_grpc.add_CustomerManagementServiceServicer_to_server(servicer, self.grpc)
         health_pb2_grpc.add_HealthServicer_to_server(self.health, self.grpc)
         reflection.enable(self.grpc, SERVICE_NAME, health.SERVICE_NAME)

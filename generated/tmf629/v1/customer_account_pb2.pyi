@@ -48,6 +48,7 @@ class CustomerAccount(_message.Message):
     ETAG_FIELD_NUMBER: _builtins.int
     CREATE_TIME_FIELD_NUMBER: _builtins.int
     EXTERNAL_REFERENCE_FIELD_NUMBER: _builtins.int
+    PIN_SET_FIELD_NUMBER: _builtins.int
     id: _builtins.str
     """Unique identifier of the customer account, assigned by the server."""
     href: _builtins.str
@@ -74,6 +75,8 @@ class CustomerAccount(_message.Message):
     """The caller's own reference for the account (at most 128 characters), unique
     when set; GetCustomerAccount finds the account by it.
     """
+    pin_set: _builtins.bool
+    """Whether the account has a PIN (the PIN itself is never returned)."""
     @_builtins.property
     def last_modified(self) -> _timestamp_pb2.Timestamp:
         """When the account was last changed."""
@@ -128,10 +131,11 @@ class CustomerAccount(_message.Message):
         etag: _builtins.str = ...,
         create_time: _timestamp_pb2.Timestamp | None = ...,
         external_reference: _builtins.str = ...,
+        pin_set: _builtins.bool = ...,
     ) -> None: ...
     _HasFieldArgType: _TypeAlias = _typing.Literal["_credit_limit", b"_credit_limit", "_receivable_balance", b"_receivable_balance", "create_time", b"create_time", "credit_limit", b"credit_limit", "customer", b"customer", "last_modified", b"last_modified", "receivable_balance", b"receivable_balance"]  # noqa: Y015
     def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
-    _ClearFieldArgType: _TypeAlias = _typing.Literal["_credit_limit", b"_credit_limit", "_receivable_balance", b"_receivable_balance", "account_type", b"account_type", "contact", b"contact", "create_time", b"create_time", "credit_limit", b"credit_limit", "customer", b"customer", "customer_account_balance", b"customer_account_balance", "customer_account_relationship", b"customer_account_relationship", "customer_account_tax_exemption", b"customer_account_tax_exemption", "description", b"description", "etag", b"etag", "external_reference", b"external_reference", "href", b"href", "id", b"id", "last_modified", b"last_modified", "name", b"name", "payment_plan", b"payment_plan", "pin", b"pin", "receivable_balance", b"receivable_balance", "status", b"status"]  # noqa: Y015
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["_credit_limit", b"_credit_limit", "_receivable_balance", b"_receivable_balance", "account_type", b"account_type", "contact", b"contact", "create_time", b"create_time", "credit_limit", b"credit_limit", "customer", b"customer", "customer_account_balance", b"customer_account_balance", "customer_account_relationship", b"customer_account_relationship", "customer_account_tax_exemption", b"customer_account_tax_exemption", "description", b"description", "etag", b"etag", "external_reference", b"external_reference", "href", b"href", "id", b"id", "last_modified", b"last_modified", "name", b"name", "payment_plan", b"payment_plan", "pin", b"pin", "pin_set", b"pin_set", "receivable_balance", b"receivable_balance", "status", b"status"]  # noqa: Y015
     def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
     _WhichOneofReturnType__credit_limit: _TypeAlias = _typing.Literal["credit_limit"]  # noqa: Y015
     _WhichOneofArgType__credit_limit: _TypeAlias = _typing.Literal["_credit_limit", b"_credit_limit"]  # noqa: Y015

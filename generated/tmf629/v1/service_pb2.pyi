@@ -7,6 +7,7 @@ from collections import abc as _abc
 from google.protobuf import descriptor as _descriptor
 from google.protobuf import field_mask_pb2 as _field_mask_pb2
 from google.protobuf import message as _message
+from google.protobuf import timestamp_pb2 as _timestamp_pb2
 from google.protobuf.internal import containers as _containers
 from tmf629.v1 import customer_account_pb2 as _customer_account_pb2
 from tmf629.v1 import customer_pb2 as _customer_pb2
@@ -288,6 +289,64 @@ class GetCustomerAccountRequest(_message.Message):
     def WhichOneof(self, oneof_group: _Never) -> None: ...
 
 Global___GetCustomerAccountRequest: _TypeAlias = GetCustomerAccountRequest  # noqa: Y015
+
+@_typing.final
+class VerifyCustomerAccountPinRequest(_message.Message):
+    """Request of VerifyCustomerAccountPin."""
+
+    DESCRIPTOR: _descriptor.Descriptor
+
+    ID_FIELD_NUMBER: _builtins.int
+    PIN_FIELD_NUMBER: _builtins.int
+    id: _builtins.str
+    """Identifier of the CustomerAccount."""
+    pin: _builtins.str
+    """The PIN to check (4 to 12 digits)."""
+    def __init__(
+        self,
+        *,
+        id: _builtins.str = ...,
+        pin: _builtins.str = ...,
+    ) -> None: ...
+    _HasFieldArgType: _TypeAlias = _Never  # noqa: Y015
+    def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["id", b"id", "pin", b"pin"]  # noqa: Y015
+    def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
+    def WhichOneof(self, oneof_group: _Never) -> None: ...
+
+Global___VerifyCustomerAccountPinRequest: _TypeAlias = VerifyCustomerAccountPinRequest  # noqa: Y015
+
+@_typing.final
+class VerifyCustomerAccountPinResponse(_message.Message):
+    """Response of VerifyCustomerAccountPin."""
+
+    DESCRIPTOR: _descriptor.Descriptor
+
+    MATCH_FIELD_NUMBER: _builtins.int
+    ATTEMPTS_LEFT_FIELD_NUMBER: _builtins.int
+    LOCKED_UNTIL_FIELD_NUMBER: _builtins.int
+    match: _builtins.bool
+    """Whether the PIN is the account's."""
+    attempts_left: _builtins.int
+    """Failed attempts left before the PIN locks (after a match: all of them)."""
+    @_builtins.property
+    def locked_until(self) -> _timestamp_pb2.Timestamp:
+        """Set when this failure locked the PIN: until when."""
+
+    def __init__(
+        self,
+        *,
+        match: _builtins.bool = ...,
+        attempts_left: _builtins.int = ...,
+        locked_until: _timestamp_pb2.Timestamp | None = ...,
+    ) -> None: ...
+    _HasFieldArgType: _TypeAlias = _typing.Literal["locked_until", b"locked_until"]  # noqa: Y015
+    def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["attempts_left", b"attempts_left", "locked_until", b"locked_until", "match", b"match"]  # noqa: Y015
+    def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
+    def WhichOneof(self, oneof_group: _Never) -> None: ...
+
+Global___VerifyCustomerAccountPinResponse: _TypeAlias = VerifyCustomerAccountPinResponse  # noqa: Y015
 
 @_typing.final
 class ListCustomerAccountsRequest(_message.Message):

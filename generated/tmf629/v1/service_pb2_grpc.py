@@ -76,6 +76,11 @@ class CustomerManagementServiceStub:
                 request_serializer=tmf629_dot_v1_dot_service__pb2.GetCustomerAccountRequest.SerializeToString,
                 response_deserializer=tmf629_dot_v1_dot_customer__account__pb2.CustomerAccount.FromString,
                 _registered_method=True)
+        self.VerifyCustomerAccountPin = channel.unary_unary(
+                '/tmf629.v1.CustomerManagementService/VerifyCustomerAccountPin',
+                request_serializer=tmf629_dot_v1_dot_service__pb2.VerifyCustomerAccountPinRequest.SerializeToString,
+                response_deserializer=tmf629_dot_v1_dot_service__pb2.VerifyCustomerAccountPinResponse.FromString,
+                _registered_method=True)
         self.ListCustomerAccounts = channel.unary_unary(
                 '/tmf629.v1.CustomerManagementService/ListCustomerAccounts',
                 request_serializer=tmf629_dot_v1_dot_service__pb2.ListCustomerAccountsRequest.SerializeToString,
@@ -175,6 +180,15 @@ class CustomerManagementServiceServicer:
 
     def GetCustomerAccount(self, request, context):
         """Gets a CustomerAccount by id or by the caller's external reference.
+        """
+        context.set_code(grpc.StatusCode.UNIMPLEMENTED)
+        context.set_details('Method not implemented!')
+        raise NotImplementedError('Method not implemented!')
+
+    def VerifyCustomerAccountPin(self, request, context):
+        """Checks a PIN against the account's, in constant time. Five failures in a row
+        lock the PIN for a configurable period (FAILED_PRECONDITION, reason
+        PIN_LOCKED, with the unlock time).
         """
         context.set_code(grpc.StatusCode.UNIMPLEMENTED)
         context.set_details('Method not implemented!')
@@ -284,6 +298,11 @@ def add_CustomerManagementServiceServicer_to_server(servicer, server):
                     servicer.GetCustomerAccount,
                     request_deserializer=tmf629_dot_v1_dot_service__pb2.GetCustomerAccountRequest.FromString,
                     response_serializer=tmf629_dot_v1_dot_customer__account__pb2.CustomerAccount.SerializeToString,
+            ),
+            'VerifyCustomerAccountPin': grpc.unary_unary_rpc_method_handler(
+                    servicer.VerifyCustomerAccountPin,
+                    request_deserializer=tmf629_dot_v1_dot_service__pb2.VerifyCustomerAccountPinRequest.FromString,
+                    response_serializer=tmf629_dot_v1_dot_service__pb2.VerifyCustomerAccountPinResponse.SerializeToString,
             ),
             'ListCustomerAccounts': grpc.unary_unary_rpc_method_handler(
                     servicer.ListCustomerAccounts,
@@ -522,6 +541,33 @@ class CustomerManagementService:
             '/tmf629.v1.CustomerManagementService/GetCustomerAccount',
             tmf629_dot_v1_dot_service__pb2.GetCustomerAccountRequest.SerializeToString,
             tmf629_dot_v1_dot_customer__account__pb2.CustomerAccount.FromString,
+            options,
+            channel_credentials,
+            insecure,
+            call_credentials,
+            compression,
+            wait_for_ready,
+            timeout,
+            metadata,
+            _registered_method=True)
+
+    @staticmethod
+    def VerifyCustomerAccountPin(request,
+            target,
+            options=(),
+            channel_credentials=None,
+            call_credentials=None,
+            insecure=False,
+            compression=None,
+            wait_for_ready=None,
+            timeout=None,
+            metadata=None):
+        return grpc.experimental.unary_unary(
+            request,
+            target,
+            '/tmf629.v1.CustomerManagementService/VerifyCustomerAccountPin',
+            tmf629_dot_v1_dot_service__pb2.VerifyCustomerAccountPinRequest.SerializeToString,
+            tmf629_dot_v1_dot_service__pb2.VerifyCustomerAccountPinResponse.FromString,
             options,
             channel_credentials,
             insecure,

@@ -60,6 +60,11 @@ class CustomerManagementServiceStub:
     """
     GetCustomerAccount: _grpc.UnaryUnaryMultiCallable[_service_pb2.GetCustomerAccountRequest, _customer_account_pb2.CustomerAccount]
     """Gets a CustomerAccount by id or by the caller's external reference."""
+    VerifyCustomerAccountPin: _grpc.UnaryUnaryMultiCallable[_service_pb2.VerifyCustomerAccountPinRequest, _service_pb2.VerifyCustomerAccountPinResponse]
+    """Checks a PIN against the account's, in constant time. Five failures in a row
+    lock the PIN for a configurable period (FAILED_PRECONDITION, reason
+    PIN_LOCKED, with the unlock time).
+    """
     ListCustomerAccounts: _grpc.UnaryUnaryMultiCallable[_service_pb2.ListCustomerAccountsRequest, _service_pb2.ListCustomerAccountsResponse]
     """Lists CustomerAccounts, newest first unless `order_by` says otherwise."""
     UpdateCustomerAccount: _grpc.UnaryUnaryMultiCallable[_service_pb2.UpdateCustomerAccountRequest, _customer_account_pb2.CustomerAccount]
@@ -114,6 +119,11 @@ class CustomerManagementServiceAsyncStub(CustomerManagementServiceStub):
     """
     GetCustomerAccount: _aio.UnaryUnaryMultiCallable[_service_pb2.GetCustomerAccountRequest, _customer_account_pb2.CustomerAccount]  # type: ignore[assignment]
     """Gets a CustomerAccount by id or by the caller's external reference."""
+    VerifyCustomerAccountPin: _aio.UnaryUnaryMultiCallable[_service_pb2.VerifyCustomerAccountPinRequest, _service_pb2.VerifyCustomerAccountPinResponse]  # type: ignore[assignment]
+    """Checks a PIN against the account's, in constant time. Five failures in a row
+    lock the PIN for a configurable period (FAILED_PRECONDITION, reason
+    PIN_LOCKED, with the unlock time).
+    """
     ListCustomerAccounts: _aio.UnaryUnaryMultiCallable[_service_pb2.ListCustomerAccountsRequest, _service_pb2.ListCustomerAccountsResponse]  # type: ignore[assignment]
     """Lists CustomerAccounts, newest first unless `order_by` says otherwise."""
     UpdateCustomerAccount: _aio.UnaryUnaryMultiCallable[_service_pb2.UpdateCustomerAccountRequest, _customer_account_pb2.CustomerAccount]  # type: ignore[assignment]
@@ -207,6 +217,17 @@ class CustomerManagementServiceServicer(metaclass=_abc_1.ABCMeta):
         context: _ServicerContext,
     ) -> _typing.Union[_customer_account_pb2.CustomerAccount, _abc.Awaitable[_customer_account_pb2.CustomerAccount]]:
         """Gets a CustomerAccount by id or by the caller's external reference."""
+
+    @_abc_1.abstractmethod
+    def VerifyCustomerAccountPin(
+        self,
+        request: _service_pb2.VerifyCustomerAccountPinRequest,
+        context: _ServicerContext,
+    ) -> _typing.Union[_service_pb2.VerifyCustomerAccountPinResponse, _abc.Awaitable[_service_pb2.VerifyCustomerAccountPinResponse]]:
+        """Checks a PIN against the account's, in constant time. Five failures in a row
+        lock the PIN for a configurable period (FAILED_PRECONDITION, reason
+        PIN_LOCKED, with the unlock time).
+        """
 
     @_abc_1.abstractmethod
     def ListCustomerAccounts(

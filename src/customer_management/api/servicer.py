@@ -8,6 +8,7 @@ from typing import Any
 
 from google.protobuf.empty_pb2 import Empty
 
+from customer_management.domain.pin_checks import PinChecks
 from customer_management.domain.service import ResourceService
 from customer_management.domain.watching import Watching
 from tmf629.v1 import service_pb2 as pb
@@ -27,8 +28,10 @@ class CustomerManagementServicer(service_pb2_grpc.CustomerManagementServiceServi
         customer_accounts: ResourceService[CustomerAccount],
         payment_means: ResourceService[PaymentMean],
         watching: Watching,
+        pin_checks: PinChecks,
     ) -> None:
         self._customers = customers
+        self._pin_checks = pin_checks
         self._accounts = customer_accounts
         self._payment_means = payment_means
         self._watching = watching
@@ -78,6 +81,17 @@ class CustomerManagementServicer(service_pb2_grpc.CustomerManagementServiceServi
         return await self._accounts.lookup(
             request.id, {"external_reference": request.external_reference}, request.read_mask
         )
+
+    async def VerifyCustomerAccountPin(
+        self, request: pb.VerifyCustomerAccountPinRequest, context: Context
+    ) -> pb.VerifyCustomerAccountPinResponse:
+        verdict = await self._pin_checks.verify(request.id, request.pin)
+        response = pb.VerifyCustomerAccountPinResponse(
+            match=verdict.match, attempts_left=verdict.attempts_left
+        )
+        if verdict.locked_until is not None:
+            response.locked_until.FromDatetime(verdict.locked_until)
+        return response
 
     async def ListCustomerAccounts(
         self, request: pb.ListCustomerAccountsRequest, context: Context

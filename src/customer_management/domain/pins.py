@@ -43,3 +43,16 @@ def _scrypt(pin: str, salt: bytes, pepper: bytes, n: int, r: int, p: int) -> byt
 
 def _b64(data: bytes) -> str:
     return base64.b64encode(data).decode()
+
+
+def pin_matches(pin: str, stored: str, pepper: bytes) -> bool:
+    """Whether `pin` hashes to `stored`, compared in constant time; slow like `hash_pin`."""
+    try:
+        scheme, n, r, p, salt, digest = stored.split("$")
+        if scheme != "scrypt":
+            return False
+        expected = base64.b64decode(digest)
+        actual = _scrypt(pin, base64.b64decode(salt), pepper, int(n), int(r), int(p))
+    except ValueError:
+        return False
+    return hmac.compare_digest(actual, expected)

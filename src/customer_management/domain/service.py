@@ -149,11 +149,11 @@ class ResourceService(Generic[M]):
         return NewRows(id, values, self.kind.children(resource), self.output(written), now)
 
     async def get(self, id: str, read_mask: FieldMask = _ALL) -> M:
-        _require_id(id)
+        require_id(id)
         paths = read_paths(self.kind.message_type.DESCRIPTOR, read_mask)
         row = await self._by_id.submit(id)
         if row is None:
-            raise self._not_found(id)
+            raise self.not_found(id)
         return select(self.output(row), paths)
 
     async def lookup(self, id: str, keys: Mapping[str, str], read_mask: FieldMask = _ALL) -> M:
@@ -162,7 +162,7 @@ class ResourceService(Generic[M]):
         if not given:
             return await self.get(id, read_mask)
         if id:
-            _require_id(id)
+            require_id(id)
         for name, value in given.items():
             _check_key(name, value, KEY_MAX)
         paths = read_paths(self.kind.message_type.DESCRIPTOR, read_mask)
@@ -238,14 +238,14 @@ class ResourceService(Generic[M]):
 
     async def update(self, resource: M, update_mask: FieldMask) -> M:
         id, etag = resource.id, resource.etag  # type: ignore[attr-defined]
-        _require_id(id, f"{self.kind.field}.id")
+        require_id(id, f"{self.kind.field}.id")
         patch = self._input(resource)
         paths = effective_paths(patch, update_mask)
         v = Violations()
         pin = self._take_pin(patch, v)
         v.raise_if_any()
         if pin and await self._by_id.submit(id) is None:
-            raise self._not_found(id)  # before the costly hash, not after it
+            raise self.not_found(id)  # before the costly hash, not after it
         pin_hash = await self._hash(pin)
         if "pin" in paths and not pin and (not update_mask.paths or WILDCARD in update_mask.paths):
             paths.remove("pin")  # the PIN is write-only: kept unless set or named in the mask
@@ -255,6 +255,8 @@ class ResourceService(Generic[M]):
             _check_etag(row, etag)
             current = self.kind.message_type.FromString(row.body)
             updated = merge(current, patch, paths)
+            if "pin" in paths:
+                setattr(updated, "pin_set", bool(pin))  # noqa: B010 (only accounts have one)
             self._validate(updated, previous=current)
             self.resolve(session, updated)
             body = self._body(updated)
@@ -267,6 +269,8 @@ class ResourceService(Generic[M]):
                 setattr(row, name, value)
             if "pin" in paths:
                 row.pin_hash = pin_hash  # type: ignore[attr-defined]
+                row.pin_failures = 0  # type: ignore[attr-defined]
+                row.pin_locked_until = None  # type: ignore[attr-defined]
                 changed.append("pin")  # that it changed, never what it is
             now = datetime.now(UTC)
             row.version += 1
@@ -281,7 +285,7 @@ class ResourceService(Generic[M]):
         return await self.database.write(unit)
 
     async def delete(self, id: str, etag: str) -> None:
-        _require_id(id)
+        require_id(id)
 
         def unit(session: Session) -> None:
             row = self._row(session, id, for_update=True)
@@ -347,6 +351,8 @@ class ResourceService(Generic[M]):
         resource.ClearField("pin")
         if pin and (problem := pin_problem(pin)):
             v.add(f"{self.kind.field}.pin", problem)
+        if pin:
+            setattr(resource, "pin_set", True)  # noqa: B010 (only accounts have one)
         return pin
 
     async def _hash(self, pin: str) -> str | None:
@@ -440,10 +446,10 @@ class ResourceService(Generic[M]):
     def _row(self, session: Session, id: str, *, for_update: bool = False) -> ResourceRow:
         row = resources.get(session, self.kind.kind, id, for_update=for_update)
         if row is None:
-            raise self._not_found(id)
+            raise self.not_found(id)
         return row
 
-    def _not_found(self, id: str) -> NotFound:
+    def not_found(self, id: str) -> NotFound:
         return NotFound(
             f"{self.kind.kind} {id} does not exist",
             metadata={"resource": self.kind.kind, "id": id},
@@ -483,7 +489,7 @@ def _fill(ref: Any, href: str, target: resources.Target) -> None:
         ref.status = target.status
 
 
-def _require_id(id: str, path: str = "id") -> None:
+def require_id(id: str, path: str = "id") -> None:
     if not id:
         raise InvalidArgument(
             f"{path} is required", violations=[FieldViolation(path, "is required")]

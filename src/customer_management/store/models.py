@@ -175,6 +175,9 @@ class CustomerAccountRow(ResourceRow):
     receivable_balance: Mapped[Decimal | None] = mapped_column(MONEY)
     customer_id: Mapped[str | None] = mapped_column(ForeignKey("customer.id", ondelete="RESTRICT"))
     pin_hash: Mapped[str | None] = mapped_column(String(256))
+    pin_failures: Mapped[int] = mapped_column(Integer, default=0)
+    """Verification attempts since the last match (counted before each is checked)."""
+    pin_locked_until: Mapped[datetime | None] = mapped_column(UtcDateTime)
     external_reference: Mapped[str | None] = mapped_column(String(128), unique=True)
 
 

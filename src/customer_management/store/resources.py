@@ -101,13 +101,18 @@ def insert_many(session: Session, table: type[Base], rows: Sequence[Mapping[str,
         session.execute(table.__table__.insert(), rows)  # type: ignore[attr-defined]
         return
     columns = [
-        column.name
+        column
         for column in table.__table__.columns
         if column.autoincrement is not True  # the sequence numbers the rows
     ]
-    copy_rows(
-        session, table.__tablename__, columns, ([row.get(c) for c in columns] for row in rows)
-    )
+    defaults = {
+        column.name: column.default.arg
+        for column in columns
+        if column.default is not None and column.default.is_scalar
+    }
+    names = [column.name for column in columns]
+    values = ([row.get(name, defaults.get(name)) for name in names] for row in rows)
+    copy_rows(session, table.__tablename__, names, values)
 
 
 def copy_rows(
