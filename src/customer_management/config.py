@@ -19,6 +19,7 @@ class Config:
     grace_period: float = 10.0
     pin_pepper: str = ""
     pin_lock_minutes: float = 15.0
+    card_key: str = ""
     log_level: str = "INFO"
     request_id_retention_hours: float = 168.0
     event_retention_hours: float = 168.0
@@ -50,6 +51,12 @@ OPTIONS: list[tuple[str, str, type, str]] = [
     ("pool_size", "CM_POOL_SIZE", int, "database connections (and worker threads)"),
     ("grace_period", "CM_GRACE_PERIOD", float, "seconds in-flight calls get at shutdown"),
     ("pin_pepper", "CM_PIN_PEPPER", str, "server-side secret mixed into every PIN hash"),
+    (
+        "card_key",
+        "CM_CARD_KEY",
+        str,
+        "secret keying card fingerprints (none are made without it)",
+    ),
     (
         "pin_lock_minutes",
         "CM_PIN_LOCK_MINUTES",

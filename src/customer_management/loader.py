@@ -37,7 +37,7 @@ def importer(config: Config, database: Database, *, defer: bool = False) -> Impo
     settings = Settings(
         base_url=config.href_base(config.port), pin_pepper=config.pin_pepper.encode()
     )
-    kinds = (CustomerKind(), CustomerAccountKind(), PaymentMeanKind())
+    kinds = (CustomerKind(), CustomerAccountKind(), PaymentMeanKind(config.card_key.encode()))
     return Importer(
         {kind.kind: ResourceService(kind, database, settings) for kind in kinds}, defer=defer
     )

@@ -88,7 +88,9 @@ class Server:
         )
         customers = ResourceService(CustomerKind(), self.database, settings)
         accounts = ResourceService(CustomerAccountKind(), self.database, settings)
-        payment_means = ResourceService(PaymentMeanKind(), self.database, settings)
+        payment_means = ResourceService(
+            PaymentMeanKind(self.config.card_key.encode()), self.database, settings
+        )
         watching = Watching(self.database, self.broker, [customers, accounts, payment_means])
         pin_checks = PinChecks(accounts, timedelta(minutes=self.config.pin_lock_minutes))
         servicer = CustomerManagementServicer(

@@ -133,7 +133,8 @@ Global___BankAccount: _TypeAlias = BankAccount  # noqa: Y015
 @_typing.final
 class CreditCard(_message.Message):
     """A payment card. The full number is accepted on input only: the service keeps
-    the brand and the last four digits and returns the number masked.
+    the brand, the last four digits and a keyed fingerprint, and returns the
+    number masked. A card verification code is never accepted.
     """
 
     DESCRIPTOR: _descriptor.Descriptor
@@ -142,6 +143,7 @@ class CreditCard(_message.Message):
     TYPE_FIELD_NUMBER: _builtins.int
     NUMBER_FIELD_NUMBER: _builtins.int
     EXPIRATION_DATE_FIELD_NUMBER: _builtins.int
+    FINGERPRINT_FIELD_NUMBER: _builtins.int
     credit_card_holder: _builtins.str
     """Name of the card holder."""
     type: _builtins.str
@@ -149,6 +151,10 @@ class CreditCard(_message.Message):
     number: _builtins.str
     """The full card number on input (12 to 19 digits, Luhn-checked);
     masked (************1111) on output.
+    """
+    fingerprint: _builtins.str
+    """Keyed fingerprint of the full number (HMAC-SHA256 with the server's card
+    key): the same card gives the same fingerprint. Empty when no key is set.
     """
     @_builtins.property
     def expiration_date(self) -> _timestamp_pb2.Timestamp:
@@ -161,10 +167,11 @@ class CreditCard(_message.Message):
         type: _builtins.str = ...,
         number: _builtins.str = ...,
         expiration_date: _timestamp_pb2.Timestamp | None = ...,
+        fingerprint: _builtins.str = ...,
     ) -> None: ...
     _HasFieldArgType: _TypeAlias = _typing.Literal["expiration_date", b"expiration_date"]  # noqa: Y015
     def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
-    _ClearFieldArgType: _TypeAlias = _typing.Literal["credit_card_holder", b"credit_card_holder", "expiration_date", b"expiration_date", "number", b"number", "type", b"type"]  # noqa: Y015
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["credit_card_holder", b"credit_card_holder", "expiration_date", b"expiration_date", "fingerprint", b"fingerprint", "number", b"number", "type", b"type"]  # noqa: Y015
     def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
     def WhichOneof(self, oneof_group: _Never) -> None: ...
 

@@ -18,6 +18,7 @@ from customer_management.domain.kinds import (
     fields_index,
     related_party_columns,
 )
+from customer_management.domain.payment_details import VERIFICATION_CODE
 from customer_management.domain.validation import Violations, check_period, period_bounds
 from customer_management.store.models import (
     Base,
@@ -67,6 +68,8 @@ class CustomerKind(Kind[Customer]):
             here = f"{path}.characteristic[{i}]"
             if v.require(f"{here}.name", characteristic.name):
                 v.max_length(f"{here}.name", characteristic.name, CODE_MAX)
+                if VERIFICATION_CODE.match(characteristic.name.strip()):
+                    v.add(f"{here}.name", "must not carry a card verification code")
             if v.require(f"{here}.value", characteristic.value):
                 v.max_length(f"{here}.value", characteristic.value, VALUE_MAX)
         check_contact_medium(resource.contact_medium, f"{path}.contact_medium", v)

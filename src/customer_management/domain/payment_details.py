@@ -2,6 +2,9 @@
 
 from __future__ import annotations
 
+import hashlib
+import hmac
+import re
 from datetime import UTC, datetime
 
 from schwifty import BIC, IBAN
@@ -15,6 +18,8 @@ from tmf629.v1.payment_mean_pb2 import BankAccount, CreditCard
 CARD_MIN_DIGITS = 12
 CARD_MAX_DIGITS = 19
 CARD_SEPARATORS = str.maketrans("", "", " -")
+VERIFICATION_CODE = re.compile(r"^(cvv2?|cvc2?|cid|csc|cav2|security[\s_-]?code)$", re.IGNORECASE)
+"""Names under which callers send a card verification code, which must never be stored."""
 
 
 def check_bank_account(account: BankAccount, path: str, v: Violations) -> None:
@@ -35,10 +40,19 @@ def mask_card_number(number: str) -> str:
     return "*" * (len(number) - 4) + number[-4:]
 
 
+def card_fingerprint(digits: str, key: bytes) -> str:
+    """HMAC-SHA256 of the number: recognises a card again without keeping it. Without a
+    key there is none: a bare hash of a card number is quickly brute-forced."""
+    if not key:
+        return ""
+    return hmac.new(key, digits.encode(), hashlib.sha256).hexdigest()
+
+
 def check_credit_card(
-    card: CreditCard, path: str, v: Violations, *, previous: CreditCard | None
+    card: CreditCard, path: str, v: Violations, *, previous: CreditCard | None, key: bytes
 ) -> None:
-    """Replaces a full card number by its masked form, or reports what is wrong.
+    """Replaces a full card number by its masked form and fingerprint, or reports what is
+    wrong.
 
     The stored card sent back as it was read (masked number and all) is accepted as it
     is, so a card that has expired since does not block other changes.
@@ -46,14 +60,17 @@ def check_credit_card(
     if previous is not None and card == previous:
         return
     unchanged = previous is not None and card.number == previous.number
+    if unchanged and previous is not None:
+        card.fingerprint = previous.fingerprint  # output-only: never the caller's
     if v.require(f"{path}.number", card.number) and not unchanged:
         digits = card.number.translate(CARD_SEPARATORS)
-        card.number = ""  # whatever happens next, the full number is not kept
+        card.number = card.fingerprint = ""  # whatever happens next, the number is not kept
         problem = _card_number_problem(digits)
         if problem:
             v.add(f"{path}.number", problem)
         else:
             card.number = mask_card_number(digits)
+            card.fingerprint = card_fingerprint(digits, key)
     here = f"{path}.expiration_date"
     if (
         v.require(here, card.HasField("expiration_date"))

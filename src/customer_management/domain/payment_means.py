@@ -29,6 +29,11 @@ class PaymentMeanKind(Kind[PaymentMean]):
     kind = "payment_mean"
     field = "payment_mean"
     message_type = PaymentMean
+
+    def __init__(self, card_key: bytes = b"") -> None:
+        self.card_key = card_key
+        """Keys card fingerprints (see payment_details.card_fingerprint)."""
+
     fields = fields_index(
         updateTime=Field("update_time", datetime),
         type=Field("type", str),
@@ -60,7 +65,13 @@ class PaymentMeanKind(Kind[PaymentMean]):
             if wants_bank:
                 v.add(f"{path}.credit_card", f"does not go with type {resource.type}")
             before = previous.credit_card if previous and previous.HasField("credit_card") else None
-            check_credit_card(resource.credit_card, f"{path}.credit_card", v, previous=before)
+            check_credit_card(
+                resource.credit_card,
+                f"{path}.credit_card",
+                v,
+                previous=before,
+                key=self.card_key,
+            )
 
     def references(self, resource: PaymentMean) -> list[RefSlot]:
         return []

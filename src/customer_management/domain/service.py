@@ -316,6 +316,7 @@ class ResourceService(Generic[M]):
         """A copy of the caller's resource without the fields only the server sets."""
         copy = self.kind.message_type()
         copy.CopyFrom(resource)
+        copy.DiscardUnknownFields()  # fields this version does not know are never stored
         for name in OUTPUT_ONLY[copy.DESCRIPTOR.full_name]:
             copy.ClearField(name)
         for slot in self.kind.references(copy):
