@@ -4,7 +4,9 @@ from __future__ import annotations
 
 import argparse
 import os
+from collections.abc import Callable
 from dataclasses import dataclass
+from typing import Any
 
 DEFAULT_DATABASE_URL = "sqlite:///customer-management.db"
 
@@ -20,6 +22,9 @@ class Config:
     pin_pepper: str = ""
     pin_lock_minutes: float = 15.0
     card_key: str = ""
+    tokens_file: str = ""
+    insecure: bool = False
+    reflection: bool = True
     log_level: str = "INFO"
     request_id_retention_hours: float = 168.0
     event_retention_hours: float = 168.0
@@ -32,8 +37,16 @@ class Config:
         return self.base_url or f"http://localhost:{port}/tmf-api/customerManagement/v2"
 
 
+def boolean(text: str) -> bool:
+    if text.lower() in ("1", "true", "yes", "on"):
+        return True
+    if text.lower() in ("0", "false", "no", "off", ""):
+        return False
+    raise argparse.ArgumentTypeError(f"{text!r} is not true or false")
+
+
 # flag, environment variable, type, help
-OPTIONS: list[tuple[str, str, type, str]] = [
+OPTIONS: list[tuple[str, str, Callable[[str], Any], str]] = [
     ("host", "CM_HOST", str, "address to listen on"),
     ("port", "CM_PORT", int, "gRPC port (0 picks a free one)"),
     (
@@ -51,6 +64,19 @@ OPTIONS: list[tuple[str, str, type, str]] = [
     ("pool_size", "CM_POOL_SIZE", int, "database connections (and worker threads)"),
     ("grace_period", "CM_GRACE_PERIOD", float, "seconds in-flight calls get at shutdown"),
     ("pin_pepper", "CM_PIN_PEPPER", str, "server-side secret mixed into every PIN hash"),
+    (
+        "tokens_file",
+        "CM_TOKENS_FILE",
+        str,
+        "JSON file of callers: token SHA-256, identity and scopes (see README, Security)",
+    ),
+    (
+        "insecure",
+        "CM_INSECURE",
+        boolean,
+        "allow listening beyond loopback without authentication",
+    ),
+    ("reflection", "CM_REFLECTION", boolean, "serve gRPC server reflection"),
     (
         "card_key",
         "CM_CARD_KEY",

@@ -7,11 +7,13 @@ import gc
 import logging
 import signal
 from datetime import timedelta
+from typing import Any
 
 import grpc
 from grpc_health.v1 import health, health_pb2, health_pb2_grpc
 
 from customer_management.api import reflection
+from customer_management.api.auth import AuthInterceptor, Callers
 from customer_management.api.errors import ErrorInterceptor
 from customer_management.api.servicer import CustomerManagementServicer
 from customer_management.config import Config
@@ -28,6 +30,7 @@ from customer_management.store.database import Database
 from tmf629.v1 import service_pb2, service_pb2_grpc
 
 log = logging.getLogger(__name__)
+LOOPBACK = frozenset({"127.0.0.1", "::1", "[::1]", "localhost"})
 HOUSEKEEPING_INTERVAL = 600.0
 EVENT_POLL_INTERVAL = 0.25
 """Seconds between outbox reads when no commit or notification has woken the broker."""
@@ -39,6 +42,13 @@ class Server:
 
     def __init__(self, config: Config) -> None:
         self.config = config
+        # Secure by default: without authentication, only this machine may call.
+        if not config.tokens_file and config.host not in LOOPBACK and not config.insecure:
+            raise SystemExit(
+                f"refusing to listen on {config.host} without authentication:"
+                " configure --tokens-file, or pass --insecure to allow it"
+            )
+        callers = Callers.load(config.tokens_file) if config.tokens_file else None
         self._housekeeping: asyncio.Task[None] | None = None
         self.database = Database(config.database_url, pool_size=config.pool_size)
         self.broker = Broker(
@@ -50,13 +60,16 @@ class Server:
         )
         self.health = health.aio.HealthServicer()  # type: ignore[attr-defined]
         # No SO_REUSEPORT: a second server on a taken port must fail, not share it.
-        self.grpc = grpc.aio.server(
-            interceptors=[ErrorInterceptor()], options=[("grpc.so_reuseport", 0)]
-        )
+        interceptors: list[Any] = [ErrorInterceptor()]
+        if callers is not None:
+            interceptors.insert(0, AuthInterceptor(callers, reflection_open=config.reflection))
+        self.grpc = grpc.aio.server(interceptors=interceptors, options=[("grpc.so_reuseport", 0)])
         self.port = 0
 
     async def start(self) -> int:
         address = f"{self.config.host}:{self.config.port}"
+        if not self.config.tokens_file:
+            log.warning("no authentication configured: every caller may call every method")
         try:
             self.port = self.grpc.add_insecure_port(address)
         except RuntimeError as error:  # grpc's way of saying the bind failed
@@ -98,7 +111,8 @@ class Server:
         )
         service_pb2_grpc.add_CustomerManagementServiceServicer_to_server(servicer, self.grpc)
         health_pb2_grpc.add_HealthServicer_to_server(self.health, self.grpc)
-        reflection.enable(self.grpc, SERVICE_NAME, health.SERVICE_NAME)
+        if self.config.reflection:
+            reflection.enable(self.grpc, SERVICE_NAME, health.SERVICE_NAME)
 
     async def _keep_house(self) -> None:
         retention = timedelta(hours=self.config.request_id_retention_hours)

@@ -1,0 +1,117 @@
+"""Who may call what: every RPC x {no token, wrong token, each scope}, health open,
+unknown methods denied, and no listening beyond loopback without authentication."""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import hashlib
+import json
+from collections.abc import AsyncIterator
+from pathlib import Path
+from typing import Any
+
+import grpc
+import pytest
+from google.protobuf.message_factory import GetMessageClass
+from grpc_health.v1 import health_pb2, health_pb2_grpc
+
+from customer_management.config import Config
+from customer_management.server import Server
+from tmf629.v1 import service_pb2, service_pb2_grpc
+
+TOKENS = {scope: f"token-for-{scope}" for scope in ("read", "write", "watch", "admin")}
+METHODS = service_pb2.DESCRIPTOR.services_by_name["CustomerManagementService"].methods
+NEEDS = {
+    **{m.name: "read" for m in METHODS if m.name.startswith(("Get", "List"))},
+    **{m.name: "write" for m in METHODS if m.name.startswith(("Create", "Update", "Delete"))},
+    "VerifyCustomerAccountPin": "write",
+    "WatchEvents": "watch",
+}
+DENIED = (grpc.StatusCode.UNAUTHENTICATED, grpc.StatusCode.PERMISSION_DENIED)
+
+
+def tokens_file(path: Path) -> str:
+    callers = [
+        {
+            "identity": f"{scope}-service",
+            "token_sha256": hashlib.sha256(token.encode()).hexdigest(),
+            "scopes": [scope],
+        }
+        for scope, token in TOKENS.items()
+    ]
+    path.write_text(json.dumps({"callers": callers}))
+    return str(path)
+
+
+@contextlib.asynccontextmanager
+async def running(tmp_path: Path, **settings: Any) -> AsyncIterator[Server]:
+    server = Server(Config(port=0, database_url=f"sqlite:///{tmp_path / 'auth.db'}", **settings))
+    await server.start()
+    try:
+        yield server
+    finally:
+        await server.stop(grace=1)
+
+
+async def outcome(stub: Any, method: Any, token: str | None) -> grpc.StatusCode:
+    request = GetMessageClass(method.input_type)()
+    if method.name == "WatchEvents":
+        request.initial_state = True
+    metadata = (("authorization", f"Bearer {token}"),) if token is not None else ()
+    call = getattr(stub, method.name)(request, metadata=metadata, timeout=10)
+    try:
+        if method.server_streaming:
+            await asyncio.wait_for(call.read(), 10)
+            call.cancel()
+        else:
+            await call
+    except grpc.aio.AioRpcError as error:
+        return error.code()
+    return grpc.StatusCode.OK
+
+
+async def test_authorization_matrix(tmp_path: Path) -> None:
+    async with (
+        running(tmp_path, tokens_file=tokens_file(tmp_path / "tokens.json")) as server,
+        grpc.aio.insecure_channel(f"127.0.0.1:{server.port}") as channel,
+    ):
+        stub = service_pb2_grpc.CustomerManagementServiceStub(channel)
+        assert {m.name for m in METHODS} == set(NEEDS)
+        for method in METHODS:
+            needed = NEEDS[method.name]
+            assert await outcome(stub, method, None) == grpc.StatusCode.UNAUTHENTICATED
+            assert await outcome(stub, method, "wrong") == grpc.StatusCode.UNAUTHENTICATED
+            for scope, token in TOKENS.items():
+                code = await outcome(stub, method, token)
+                if scope in (needed, "admin"):
+                    assert code not in DENIED, (method.name, scope, code)
+                else:
+                    assert code == grpc.StatusCode.PERMISSION_DENIED, (method.name, scope, code)
+        # Health stays open; a method nobody is granted is denied, even to admin.
+        health = health_pb2_grpc.HealthStub(channel)
+        reply = await health.Check(health_pb2.HealthCheckRequest())
+        assert reply.status == health_pb2.HealthCheckResponse.SERVING
+        for name in ("/tmf629.v1.CustomerManagementService/Nope", "/other.Service/Call"):
+            unknown = channel.unary_unary(name)
+            with pytest.raises(grpc.aio.AioRpcError) as error:
+                await unknown(b"", metadata=(("authorization", f"Bearer {TOKENS['admin']}"),))
+            assert error.value.code() == grpc.StatusCode.PERMISSION_DENIED
+
+
+async def test_no_listening_beyond_loopback_without_authentication(tmp_path: Path) -> None:
+    with pytest.raises(SystemExit, match="without authentication"):
+        Server(Config(port=0, host="0.0.0.0", database_url=f"sqlite:///{tmp_path / 'x.db'}"))
+    async with running(tmp_path, host="0.0.0.0", insecure=True) as server:
+        assert server.port
+    async with running(
+        tmp_path, host="0.0.0.0", tokens_file=tokens_file(tmp_path / "t.json")
+    ) as server:
+        assert server.port
+
+
+def test_a_bad_tokens_file_stops_the_start(tmp_path: Path) -> None:
+    bad = tmp_path / "bad.json"
+    bad.write_text(json.dumps({"callers": [{"identity": "x", "token_sha256": "ab", "scopes": []}]}))
+    with pytest.raises(SystemExit, match="tokens file"):
+        Server(Config(port=0, database_url=f"sqlite:///{tmp_path / 'x.db'}", tokens_file=str(bad)))
