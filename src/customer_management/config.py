@@ -23,6 +23,9 @@ class Config:
     pin_lock_minutes: float = 15.0
     card_key: str = ""
     tokens_file: str = ""
+    tls_cert: str = ""
+    tls_key: str = ""
+    tls_client_ca: str = ""
     insecure: bool = False
     reflection: bool = True
     log_level: str = "INFO"
@@ -69,6 +72,14 @@ OPTIONS: list[tuple[str, str, Callable[[str], Any], str]] = [
         "CM_TOKENS_FILE",
         str,
         "JSON file of callers: token SHA-256, identity and scopes (see README, Security)",
+    ),
+    ("tls_cert", "CM_TLS_CERT", str, "PEM certificate (chain) to serve TLS with"),
+    ("tls_key", "CM_TLS_KEY", str, "PEM private key of --tls-cert"),
+    (
+        "tls_client_ca",
+        "CM_TLS_CLIENT_CA",
+        str,
+        "PEM CA whose client certificates are required (mutual TLS)",
     ),
     (
         "insecure",

@@ -7,6 +7,7 @@ import gc
 import logging
 import signal
 from datetime import timedelta
+from pathlib import Path
 from typing import Any
 
 import grpc
@@ -43,11 +44,16 @@ class Server:
     def __init__(self, config: Config) -> None:
         self.config = config
         # Secure by default: without authentication, only this machine may call.
-        if not config.tokens_file and config.host not in LOOPBACK and not config.insecure:
+        authenticated = bool(config.tokens_file or config.tls_client_ca)
+        if not authenticated and config.host not in LOOPBACK and not config.insecure:
             raise SystemExit(
                 f"refusing to listen on {config.host} without authentication:"
-                " configure --tokens-file, or pass --insecure to allow it"
+                " configure --tokens-file or --tls-client-ca, or pass --insecure to allow it"
             )
+        if bool(config.tls_cert) != bool(config.tls_key) or (
+            config.tls_client_ca and not config.tls_cert
+        ):
+            raise SystemExit("TLS needs --tls-cert and --tls-key (and them for --tls-client-ca)")
         callers = Callers.load(config.tokens_file) if config.tokens_file else None
         self._housekeeping: asyncio.Task[None] | None = None
         self.database = Database(config.database_url, pool_size=config.pool_size)
@@ -68,10 +74,13 @@ class Server:
 
     async def start(self) -> int:
         address = f"{self.config.host}:{self.config.port}"
-        if not self.config.tokens_file:
+        if not (self.config.tokens_file or self.config.tls_client_ca):
             log.warning("no authentication configured: every caller may call every method")
         try:
-            self.port = self.grpc.add_insecure_port(address)
+            if self.config.tls_cert:
+                self.port = self.grpc.add_secure_port(address, self._credentials())
+            else:
+                self.port = self.grpc.add_insecure_port(address)
         except RuntimeError as error:  # grpc's way of saying the bind failed
             await self.grpc.stop(None)
             raise SystemExit(f"cannot listen on {address}: is the port already taken?") from error
@@ -94,6 +103,20 @@ class Server:
             self.database.display_url,
         )
         return self.port
+
+    def _credentials(self) -> grpc.ServerCredentials:
+        def read(path: str) -> bytes:
+            try:
+                return Path(path).read_bytes()
+            except OSError as error:
+                raise SystemExit(f"cannot read {path}: {error}") from error
+
+        client_ca = read(self.config.tls_client_ca) if self.config.tls_client_ca else None
+        return grpc.ssl_server_credentials(
+            [(read(self.config.tls_key), read(self.config.tls_cert))],
+            root_certificates=client_ca,
+            require_client_auth=client_ca is not None,
+        )
 
     def _add_services(self) -> None:
         settings = Settings(

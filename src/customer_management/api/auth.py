@@ -1,9 +1,10 @@
-"""Who may call what: bearer tokens with scopes, checked in one interceptor.
+"""Who may call what: bearer tokens or client certificates, with scopes, in one interceptor.
 
-The tokens file maps SHA-256 hashes of tokens (never the tokens) to an identity and its
-scopes. A call presents `authorization: Bearer <token>`; its hash is compared with every
-entry in constant time. Health checking stays open; every other method needs its scope,
-and a method this table does not know is denied.
+The callers file maps SHA-256 hashes of tokens (never the tokens), or the subjects of
+client certificates (mutual TLS), to an identity and its scopes. A call presents
+`authorization: Bearer <token>`, whose hash is compared with every entry in constant
+time, or a certificate the server's client CA signed. Health checking stays open; every
+other method needs its scope, and a method this table does not know is denied.
 """
 
 from __future__ import annotations
@@ -12,6 +13,7 @@ import hashlib
 import hmac
 import json
 from collections.abc import AsyncIterator, Awaitable, Callable
+from contextlib import aclosing
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -46,27 +48,38 @@ class Caller:
 
 
 class Callers:
-    """The tokens file: `{"callers": [{"identity", "token_sha256", "scopes"}]}`."""
+    """`{"callers": [{"identity", "scopes", and "token_sha256" or "subject"}]}`."""
 
-    def __init__(self, entries: list[tuple[bytes, Caller]]) -> None:
+    def __init__(
+        self, entries: list[tuple[bytes, Caller]], subjects: dict[str, Caller] | None = None
+    ) -> None:
         self._entries = entries
+        self._subjects = subjects or {}
 
     @classmethod
     def load(cls, path: str) -> Callers:
         try:
             data = json.loads(Path(path).read_text())
-            entries = []
+            entries, subjects = [], {}
             for i, entry in enumerate(data["callers"]):
                 scopes = frozenset(entry["scopes"])
                 if not scopes <= SCOPES:
                     raise ValueError(f"callers[{i}]: unknown scopes {sorted(scopes - SCOPES)}")
+                caller = Caller(str(entry["identity"]), scopes)
+                if "subject" in entry:
+                    subjects[str(entry["subject"])] = caller
+                    continue
                 digest = bytes.fromhex(entry["token_sha256"])
                 if len(digest) != 32:
                     raise ValueError(f"callers[{i}].token_sha256 is not a SHA-256 in hex")
-                entries.append((digest, Caller(str(entry["identity"]), scopes)))
+                entries.append((digest, caller))
         except (OSError, ValueError, KeyError, TypeError) as error:
             raise SystemExit(f"cannot use the tokens file {path}: {error}") from error
-        return cls(entries)
+        return cls(entries, subjects)
+
+    def by_subject(self, subject: str) -> Caller | None:
+        """The caller a verified client certificate names (its subject, `CN=…`)."""
+        return self._subjects.get(subject)
 
     def find(self, token: str) -> Caller | None:
         """The caller of `token`, comparing with every entry whatever matches first."""
@@ -102,26 +115,23 @@ class AuthInterceptor(_Interceptor):
         handler = await continuation(details)
         if method.startswith(self.open):
             return handler
-        denial = self._denial(method, details.invocation_metadata or ())
-        if denial is None:
-            return handler
-        denying: grpc.RpcMethodHandler[Any, Any] = _denying(handler, denial)
-        return denying
-
-    def _denial(self, method: str, metadata: Any) -> DomainError | None:
         scope = required_scope(method)
+        checked: grpc.RpcMethodHandler[Any, Any] = _checking(
+            handler, lambda c: self._denial(scope, c)
+        )
+        return checked
+
+    def _denial(self, scope: str | None, context: Any) -> DomainError | None:
         if scope is None:
             return DomainError(
                 "this method is not open to any caller",
                 code="PERMISSION_DENIED",
                 reason="METHOD_NOT_ALLOWED",
             )
-        header = next((value for key, value in metadata if key == "authorization"), "")
-        kind, _, token = str(header).partition(" ")
-        caller = self.callers.find(token.strip()) if kind.lower() == "bearer" else None
+        caller = self._caller(context)
         if caller is None:
             return DomainError(
-                "a valid bearer token is required (authorization: Bearer …)",
+                "a valid bearer token (authorization: Bearer …) or client certificate is required",
                 code="UNAUTHENTICATED",
                 reason="UNAUTHENTICATED",
             )
@@ -134,21 +144,52 @@ class AuthInterceptor(_Interceptor):
             )
         return None
 
+    def _caller(self, context: Any) -> Caller | None:
+        metadata = context.invocation_metadata() or ()
+        header = next((value for key, value in metadata if key == "authorization"), "")
+        kind, _, token = str(header).partition(" ")
+        if kind.lower() == "bearer" and token.strip():
+            return self.callers.find(token.strip())
+        return self.callers.by_subject(certificate_subject(context))
 
-def _denying(handler: Any, denial: DomainError) -> Any:
-    """A handler of the same shape as `handler` that answers `denial`."""
 
-    async def unary(request: Any, context: Any) -> Any:
-        await abort(context, denial)
+def certificate_subject(context: Any) -> str:
+    """`CN=…` of the client certificate grpc verified (mutual TLS); empty without one."""
+    names = context.auth_context().get("x509_common_name") or []
+    return f"CN={names[0].decode()}" if names else ""
 
-    async def stream(request: Any, context: Any) -> AsyncIterator[Any]:
-        await abort(context, denial)
-        yield  # pragma: no cover (abort raises)
 
+def _checking(handler: Any, deny: Callable[[Any], DomainError | None]) -> Any:
+    """`handler`, answering the denial `deny` finds for the call instead, if any."""
     if handler is None:
-        return grpc.unary_unary_rpc_method_handler(unary)
+
+        async def unknown(request: Any, context: Any) -> Any:
+            await abort(context, deny(context) or _NOT_ALLOWED)
+
+        return grpc.unary_unary_rpc_method_handler(unknown)
     if handler.unary_unary is not None:
-        return handler._replace(unary_unary=unary, request_deserializer=lambda data: data)
+        behavior = handler.unary_unary
+
+        async def unary(request: Any, context: Any) -> Any:
+            if denial := deny(context):
+                await abort(context, denial)
+            return await behavior(request, context)
+
+        return handler._replace(unary_unary=unary)
     if handler.unary_stream is not None:
-        return handler._replace(unary_stream=stream, request_deserializer=lambda data: data)
+        stream = handler.unary_stream
+
+        async def streaming(request: Any, context: Any) -> AsyncIterator[Any]:
+            if denial := deny(context):
+                await abort(context, denial)
+            async with aclosing(stream(request, context)) as responses:
+                async for response in responses:
+                    yield response
+
+        return handler._replace(unary_stream=streaming)
     return handler  # request-streaming methods: only reflection, open above
+
+
+_NOT_ALLOWED = DomainError(
+    "this method is not open to any caller", code="PERMISSION_DENIED", reason="METHOD_NOT_ALLOWED"
+)
