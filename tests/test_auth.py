@@ -115,3 +115,37 @@ def test_a_bad_tokens_file_stops_the_start(tmp_path: Path) -> None:
     bad.write_text(json.dumps({"callers": [{"identity": "x", "token_sha256": "ab", "scopes": []}]}))
     with pytest.raises(SystemExit, match="tokens file"):
         Server(Config(port=0, database_url=f"sqlite:///{tmp_path / 'x.db'}", tokens_file=str(bad)))
+
+
+async def test_resources_record_who_created_and_last_changed_them(tmp_path: Path) -> None:
+    def bearer(scope: str) -> Any:
+        return (("authorization", f"Bearer {TOKENS[scope]}"),)
+
+    async with (
+        running(tmp_path, tokens_file=tokens_file(tmp_path / "tokens.json")) as server,
+        grpc.aio.insecure_channel(f"127.0.0.1:{server.port}") as channel,
+    ):
+        stub = service_pb2_grpc.CustomerManagementServiceStub(channel)
+        created = await stub.CreateCustomer(
+            service_pb2.CreateCustomerRequest(customer={"name": "c"}), metadata=bearer("write")
+        )
+        assert (created.created_by, created.updated_by) == ("write-service", "write-service")
+        same = service_pb2.UpdateCustomerRequest(customer={"id": created.id, "name": "c"})
+        unchanged = await stub.UpdateCustomer(same, metadata=bearer("admin"))
+        assert unchanged == created  # nothing changed, so nobody changed it
+        change = service_pb2.UpdateCustomerRequest(customer={"id": created.id, "name": "d"})
+        changed = await stub.UpdateCustomer(change, metadata=bearer("admin"))
+        assert (changed.created_by, changed.updated_by) == ("write-service", "admin-service")
+        got = await stub.GetCustomer(
+            service_pb2.GetCustomerRequest(id=created.id), metadata=bearer("read")
+        )
+        assert got.updated_by == "admin-service"
+    async with (
+        running(tmp_path) as server,
+        grpc.aio.insecure_channel(f"127.0.0.1:{server.port}") as channel,
+    ):
+        stub = service_pb2_grpc.CustomerManagementServiceStub(channel)
+        anonymous = await stub.CreateCustomer(
+            service_pb2.CreateCustomerRequest(customer={"name": "a"})
+        )
+        assert anonymous.created_by == "anonymous"

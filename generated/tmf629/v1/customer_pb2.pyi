@@ -45,6 +45,8 @@ class Customer(_message.Message):
     ETAG_FIELD_NUMBER: _builtins.int
     CREATE_TIME_FIELD_NUMBER: _builtins.int
     UPDATE_TIME_FIELD_NUMBER: _builtins.int
+    CREATED_BY_FIELD_NUMBER: _builtins.int
+    UPDATED_BY_FIELD_NUMBER: _builtins.int
     id: _builtins.str
     """Unique identifier of the customer, assigned by the server."""
     href: _builtins.str
@@ -59,6 +61,10 @@ class Customer(_message.Message):
     """Relative importance of this customer compared to other customers."""
     etag: _builtins.str
     """Opaque version for optimistic concurrency; send it back on Update/Delete."""
+    created_by: _builtins.str
+    """Identity of the caller that created the resource."""
+    updated_by: _builtins.str
+    """Identity of the caller that last changed the resource."""
     @_builtins.property
     def valid_for(self) -> _common_pb2.TimePeriod:
         """The period for which the customer's state is valid."""
@@ -114,10 +120,12 @@ class Customer(_message.Message):
         etag: _builtins.str = ...,
         create_time: _timestamp_pb2.Timestamp | None = ...,
         update_time: _timestamp_pb2.Timestamp | None = ...,
+        created_by: _builtins.str = ...,
+        updated_by: _builtins.str = ...,
     ) -> None: ...
     _HasFieldArgType: _TypeAlias = _typing.Literal["_customer_rank", b"_customer_rank", "create_time", b"create_time", "customer_rank", b"customer_rank", "related_party", b"related_party", "update_time", b"update_time", "valid_for", b"valid_for"]  # noqa: Y015
     def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
-    _ClearFieldArgType: _TypeAlias = _typing.Literal["_customer_rank", b"_customer_rank", "characteristic", b"characteristic", "contact_medium", b"contact_medium", "create_time", b"create_time", "customer_account", b"customer_account", "customer_credit_profile", b"customer_credit_profile", "customer_rank", b"customer_rank", "description", b"description", "etag", b"etag", "href", b"href", "id", b"id", "name", b"name", "payment_mean", b"payment_mean", "related_party", b"related_party", "status", b"status", "update_time", b"update_time", "valid_for", b"valid_for"]  # noqa: Y015
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["_customer_rank", b"_customer_rank", "characteristic", b"characteristic", "contact_medium", b"contact_medium", "create_time", b"create_time", "created_by", b"created_by", "customer_account", b"customer_account", "customer_credit_profile", b"customer_credit_profile", "customer_rank", b"customer_rank", "description", b"description", "etag", b"etag", "href", b"href", "id", b"id", "name", b"name", "payment_mean", b"payment_mean", "related_party", b"related_party", "status", b"status", "update_time", b"update_time", "updated_by", b"updated_by", "valid_for", b"valid_for"]  # noqa: Y015
     def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
     _WhichOneofReturnType__customer_rank: _TypeAlias = _typing.Literal["customer_rank"]  # noqa: Y015
     _WhichOneofArgType__customer_rank: _TypeAlias = _typing.Literal["_customer_rank", b"_customer_rank"]  # noqa: Y015

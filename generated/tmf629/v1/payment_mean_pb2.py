@@ -27,7 +27,7 @@ from google.protobuf import timestamp_pb2 as google_dot_protobuf_dot_timestamp__
 from tmf629.v1 import common_pb2 as tmf629_dot_v1_dot_common__pb2
 
 
-DESCRIPTOR = _descriptor_pool.Default().AddSerializedFile(b'\n\x1ctmf629/v1/payment_mean.proto\x12\ttmf629.v1\x1a\x1fgoogle/api/field_behavior.proto\x1a\x1fgoogle/protobuf/timestamp.proto\x1a\x16tmf629/v1/common.proto\"\x91\x03\n\x0bPaymentMean\x12\x10\n\x02id\x18\x01 \x01(\tB\x04\xe2\x41\x01\x03\x12\x12\n\x04href\x18\x02 \x01(\tB\x04\xe2\x41\x01\x03\x12\x12\n\x04name\x18\x03 \x01(\tB\x04\xe2\x41\x01\x02\x12(\n\tvalid_for\x18\x04 \x01(\x0b\x32\x15.tmf629.v1.TimePeriod\x12\x12\n\x04type\x18\x05 \x01(\tB\x04\xe2\x41\x01\x02\x12,\n\x0c\x62\x61nk_account\x18\x06 \x01(\x0b\x32\x16.tmf629.v1.BankAccount\x12*\n\x0b\x63redit_card\x18\x07 \x01(\x0b\x32\x15.tmf629.v1.CreditCard\x12.\n\rrelated_party\x18\x08 \x01(\x0b\x32\x17.tmf629.v1.RelatedParty\x12\x12\n\x04\x65tag\x18\t \x01(\tB\x04\xe2\x41\x01\x03\x12\x35\n\x0b\x63reate_time\x18\n \x01(\x0b\x32\x1a.google.protobuf.TimestampB\x04\xe2\x41\x01\x03\x12\x35\n\x0bupdate_time\x18\x0b \x01(\x0b\x32\x1a.google.protobuf.TimestampB\x04\xe2\x41\x01\x03\"b\n\x0b\x42\x61nkAccount\x12\x10\n\x03\x62ic\x18\x01 \x01(\tR\x03\x42IC\x12\x15\n\rdomiciliation\x18\x02 \x01(\t\x12\x12\n\x04iban\x18\x03 \x01(\tR\x04IBAN\x12\x16\n\x0e\x61\x63\x63ount_holder\x18\x04 \x01(\t\"\x96\x01\n\nCreditCard\x12\x1a\n\x12\x63redit_card_holder\x18\x01 \x01(\t\x12\x0c\n\x04type\x18\x02 \x01(\t\x12\x0e\n\x06number\x18\x03 \x01(\t\x12\x33\n\x0f\x65xpiration_date\x18\x04 \x01(\x0b\x32\x1a.google.protobuf.Timestamp\x12\x19\n\x0b\x66ingerprint\x18\x05 \x01(\tB\x04\xe2\x41\x01\x03\x62\x06proto3')
+DESCRIPTOR = _descriptor_pool.Default().AddSerializedFile(b'\n\x1ctmf629/v1/payment_mean.proto\x12\ttmf629.v1\x1a\x1fgoogle/api/field_behavior.proto\x1a\x1fgoogle/protobuf/timestamp.proto\x1a\x16tmf629/v1/common.proto\"\xc5\x03\n\x0bPaymentMean\x12\x10\n\x02id\x18\x01 \x01(\tB\x04\xe2\x41\x01\x03\x12\x12\n\x04href\x18\x02 \x01(\tB\x04\xe2\x41\x01\x03\x12\x12\n\x04name\x18\x03 \x01(\tB\x04\xe2\x41\x01\x02\x12(\n\tvalid_for\x18\x04 \x01(\x0b\x32\x15.tmf629.v1.TimePeriod\x12\x12\n\x04type\x18\x05 \x01(\tB\x04\xe2\x41\x01\x02\x12,\n\x0c\x62\x61nk_account\x18\x06 \x01(\x0b\x32\x16.tmf629.v1.BankAccount\x12*\n\x0b\x63redit_card\x18\x07 \x01(\x0b\x32\x15.tmf629.v1.CreditCard\x12.\n\rrelated_party\x18\x08 \x01(\x0b\x32\x17.tmf629.v1.RelatedParty\x12\x12\n\x04\x65tag\x18\t \x01(\tB\x04\xe2\x41\x01\x03\x12\x35\n\x0b\x63reate_time\x18\n \x01(\x0b\x32\x1a.google.protobuf.TimestampB\x04\xe2\x41\x01\x03\x12\x35\n\x0bupdate_time\x18\x0b \x01(\x0b\x32\x1a.google.protobuf.TimestampB\x04\xe2\x41\x01\x03\x12\x18\n\ncreated_by\x18\x0c \x01(\tB\x04\xe2\x41\x01\x03\x12\x18\n\nupdated_by\x18\r \x01(\tB\x04\xe2\x41\x01\x03\"b\n\x0b\x42\x61nkAccount\x12\x10\n\x03\x62ic\x18\x01 \x01(\tR\x03\x42IC\x12\x15\n\rdomiciliation\x18\x02 \x01(\t\x12\x12\n\x04iban\x18\x03 \x01(\tR\x04IBAN\x12\x16\n\x0e\x61\x63\x63ount_holder\x18\x04 \x01(\t\"\x96\x01\n\nCreditCard\x12\x1a\n\x12\x63redit_card_holder\x18\x01 \x01(\t\x12\x0c\n\x04type\x18\x02 \x01(\t\x12\x0e\n\x06number\x18\x03 \x01(\t\x12\x33\n\x0f\x65xpiration_date\x18\x04 \x01(\x0b\x32\x1a.google.protobuf.Timestamp\x12\x19\n\x0b\x66ingerprint\x18\x05 \x01(\tB\x04\xe2\x41\x01\x03\x62\x06proto3')
 
 _globals = globals()
 _builder.BuildMessageAndEnumDescriptors(DESCRIPTOR, _globals)
@@ -48,12 +48,16 @@ if not _descriptor._USE_C_DESCRIPTORS:
   _globals['_PAYMENTMEAN'].fields_by_name['create_time']._serialized_options = b'\342A\001\003'
   _globals['_PAYMENTMEAN'].fields_by_name['update_time']._loaded_options = None
   _globals['_PAYMENTMEAN'].fields_by_name['update_time']._serialized_options = b'\342A\001\003'
+  _globals['_PAYMENTMEAN'].fields_by_name['created_by']._loaded_options = None
+  _globals['_PAYMENTMEAN'].fields_by_name['created_by']._serialized_options = b'\342A\001\003'
+  _globals['_PAYMENTMEAN'].fields_by_name['updated_by']._loaded_options = None
+  _globals['_PAYMENTMEAN'].fields_by_name['updated_by']._serialized_options = b'\342A\001\003'
   _globals['_CREDITCARD'].fields_by_name['fingerprint']._loaded_options = None
   _globals['_CREDITCARD'].fields_by_name['fingerprint']._serialized_options = b'\342A\001\003'
   _globals['_PAYMENTMEAN']._serialized_start=134
-  _globals['_PAYMENTMEAN']._serialized_end=535
-  _globals['_BANKACCOUNT']._serialized_start=537
-  _globals['_BANKACCOUNT']._serialized_end=635
-  _globals['_CREDITCARD']._serialized_start=638
-  _globals['_CREDITCARD']._serialized_end=788
+  _globals['_PAYMENTMEAN']._serialized_end=587
+  _globals['_BANKACCOUNT']._serialized_start=589
+  _globals['_BANKACCOUNT']._serialized_end=687
+  _globals['_CREDITCARD']._serialized_start=690
+  _globals['_CREDITCARD']._serialized_end=840
 # @@protoc_insertion_point(module_scope)

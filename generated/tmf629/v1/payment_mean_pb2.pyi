@@ -37,6 +37,8 @@ class PaymentMean(_message.Message):
     ETAG_FIELD_NUMBER: _builtins.int
     CREATE_TIME_FIELD_NUMBER: _builtins.int
     UPDATE_TIME_FIELD_NUMBER: _builtins.int
+    CREATED_BY_FIELD_NUMBER: _builtins.int
+    UPDATED_BY_FIELD_NUMBER: _builtins.int
     id: _builtins.str
     """Unique identifier of the payment mean, assigned by the server."""
     href: _builtins.str
@@ -49,6 +51,10 @@ class PaymentMean(_message.Message):
     """
     etag: _builtins.str
     """Opaque version for optimistic concurrency; send it back on Update/Delete."""
+    created_by: _builtins.str
+    """Identity of the caller that created the resource."""
+    updated_by: _builtins.str
+    """Identity of the caller that last changed the resource."""
     @_builtins.property
     def valid_for(self) -> _common_pb2.TimePeriod:
         """Validity period of the payment mean."""
@@ -87,10 +93,12 @@ class PaymentMean(_message.Message):
         etag: _builtins.str = ...,
         create_time: _timestamp_pb2.Timestamp | None = ...,
         update_time: _timestamp_pb2.Timestamp | None = ...,
+        created_by: _builtins.str = ...,
+        updated_by: _builtins.str = ...,
     ) -> None: ...
     _HasFieldArgType: _TypeAlias = _typing.Literal["bank_account", b"bank_account", "create_time", b"create_time", "credit_card", b"credit_card", "related_party", b"related_party", "update_time", b"update_time", "valid_for", b"valid_for"]  # noqa: Y015
     def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
-    _ClearFieldArgType: _TypeAlias = _typing.Literal["bank_account", b"bank_account", "create_time", b"create_time", "credit_card", b"credit_card", "etag", b"etag", "href", b"href", "id", b"id", "name", b"name", "related_party", b"related_party", "type", b"type", "update_time", b"update_time", "valid_for", b"valid_for"]  # noqa: Y015
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["bank_account", b"bank_account", "create_time", b"create_time", "created_by", b"created_by", "credit_card", b"credit_card", "etag", b"etag", "href", b"href", "id", b"id", "name", b"name", "related_party", b"related_party", "type", b"type", "update_time", b"update_time", "updated_by", b"updated_by", "valid_for", b"valid_for"]  # noqa: Y015
     def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
     def WhichOneof(self, oneof_group: _Never) -> None: ...
 

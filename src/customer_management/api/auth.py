@@ -21,6 +21,7 @@ from typing import Any
 import grpc
 
 from customer_management.api.errors import _Interceptor, abort
+from customer_management.domain.callers import current as current_caller
 from customer_management.domain.errors import DomainError
 
 SCOPES = frozenset({"read", "write", "watch", "admin"})
@@ -135,6 +136,7 @@ class AuthInterceptor(_Interceptor):
                 code="UNAUTHENTICATED",
                 reason="UNAUTHENTICATED",
             )
+        current_caller.set(caller.identity)  # for created_by / updated_by, in this call
         if scope not in caller.scopes and "admin" not in caller.scopes:
             return DomainError(
                 f"{caller.identity} lacks the {scope!r} scope this method needs",

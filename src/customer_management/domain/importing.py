@@ -31,6 +31,8 @@ from customer_management.store import resources
 from customer_management.store.errors import StoreConflict
 from customer_management.store.models import CHILDREN, ROWS, Base
 
+IMPORT = "import"
+"""The created_by / updated_by of imported resources."""
 TYPES = {
     "Customer": "customer",
     "CustomerAccount": "customer_account",
@@ -143,7 +145,7 @@ class Importer:
                 if (line.kind, "id", line.id) in taken:
                     raise DomainError(f"id {line.id} already exists", code="ALREADY_EXISTS")
                 service.resolve(session, resource, known)
-                new = service.new_rows(resource, line.id, pins.get(line.number), now)
+                new = service.new_rows(resource, line.id, pins.get(line.number), now, IMPORT)
                 for name in service.kind.unique:
                     if (value := new.values.get(name)) is not None:
                         if (line.kind, name, value) in taken:

@@ -18,7 +18,7 @@ from google.protobuf.field_mask_pb2 import FieldMask
 from sqlalchemy import Connection
 from sqlalchemy.orm import Session
 
-from customer_management.domain import listing
+from customer_management.domain import callers, listing
 from customer_management.domain.errors import (
     Aborted,
     AlreadyExists,
@@ -100,6 +100,7 @@ class ResourceService(Generic[M]):
         # give it away. A retry that differs only there gets the first result.
         request_hash = hashlib.sha256(resource.SerializeToString(deterministic=True)).hexdigest()
         pin_hash = await self._hash(pin)
+        by = callers.current.get()
 
         def unit(session: Session) -> M:
             if request_id:
@@ -110,7 +111,7 @@ class ResourceService(Generic[M]):
                         first.method, first.request_hash, first.response, request_hash
                     )
             self.resolve(session, resource)
-            new = self.new_rows(resource, str(uuid.uuid4()), pin_hash, datetime.now(UTC))
+            new = self.new_rows(resource, str(uuid.uuid4()), pin_hash, datetime.now(UTC), by)
             self.check_unique(session, new.values, None)
             resources.insert(session, self.kind.kind, new.values)
             resources.replace_children(session, self.kind.kind, new.id, new.children, new=True)
@@ -138,8 +139,12 @@ class ResourceService(Generic[M]):
         self._validate(resource, previous=None, v=v)
         return resource, pin
 
-    def new_rows(self, resource: M, id: str, pin_hash: str | None, now: datetime) -> NewRows[M]:
+    def new_rows(
+        self, resource: M, id: str, pin_hash: str | None, now: datetime, by: str
+    ) -> NewRows[M]:
         """The rows that store a validated new resource whose references are resolved."""
+        out: Any = resource
+        out.created_by = out.updated_by = by
         body = self._body(resource)
         values = self.kind.columns(resource)
         if pin_hash is not None:
@@ -250,6 +255,8 @@ class ResourceService(Generic[M]):
         if "pin" in paths and not pin and (not update_mask.paths or WILDCARD in update_mask.paths):
             paths.remove("pin")  # the PIN is write-only: kept unless set or named in the mask
 
+        by = callers.current.get()
+
         def unit(session: Session) -> M:
             row = self._row(session, id, for_update=True)
             _check_etag(row, etag)
@@ -262,6 +269,8 @@ class ResourceService(Generic[M]):
             body = self._body(updated)
             if body == row.body and "pin" not in paths:
                 return self.output(row)  # nothing changes: same etag, no write
+            setattr(updated, "updated_by", by)  # noqa: B010 (every resource has one)
+            body = self._body(updated)
             changed = changed_fields(current, updated)
             values = self.kind.columns(updated)
             self.check_unique(session, values, row.id)
