@@ -149,3 +149,36 @@ async def test_resources_record_who_created_and_last_changed_them(tmp_path: Path
             service_pb2.CreateCustomerRequest(customer={"name": "a"})
         )
         assert anonymous.created_by == "anonymous"
+
+
+async def test_every_mutation_writes_one_audit_line_without_personal_data(
+    tmp_path: Path, caplog: pytest.LogCaptureFixture
+) -> None:
+    caplog.set_level("INFO", logger="customer_management.audit")
+    bearer = (("authorization", f"Bearer {TOKENS['admin']}"),)
+    async with (
+        running(tmp_path, tokens_file=tokens_file(tmp_path / "tokens.json")) as server,
+        grpc.aio.insecure_channel(f"127.0.0.1:{server.port}") as channel,
+    ):
+        stub = service_pb2_grpc.CustomerManagementServiceStub(channel)
+        created = await stub.CreateCustomer(
+            service_pb2.CreateCustomerRequest(customer={"name": "Jane Private"}), metadata=bearer
+        )
+        await stub.GetCustomer(service_pb2.GetCustomerRequest(id=created.id), metadata=bearer)
+        with pytest.raises(grpc.aio.AioRpcError):
+            await stub.DeleteCustomer(
+                service_pb2.DeleteCustomerRequest(id=created.id, etag="99"), metadata=bearer
+            )
+        await stub.DeleteCustomer(service_pb2.DeleteCustomerRequest(id=created.id), metadata=bearer)
+    lines = [json.loads(r.getMessage()) for r in caplog.records if r.name.endswith("audit")]
+    assert lines == [
+        {"audit": "CreateCustomer", "caller": "admin-service", "id": created.id, "outcome": "OK"},
+        {
+            "audit": "DeleteCustomer",
+            "caller": "admin-service",
+            "id": created.id,
+            "outcome": "ABORTED",
+        },
+        {"audit": "DeleteCustomer", "caller": "admin-service", "id": created.id, "outcome": "OK"},
+    ]
+    assert "Jane" not in caplog.text

@@ -14,6 +14,7 @@ import grpc
 from grpc_health.v1 import health, health_pb2, health_pb2_grpc
 
 from customer_management.api import reflection
+from customer_management.api.audit import AuditInterceptor
 from customer_management.api.auth import AuthInterceptor, Callers
 from customer_management.api.errors import ErrorInterceptor
 from customer_management.api.servicer import CustomerManagementServicer
@@ -66,7 +67,7 @@ class Server:
         )
         self.health = health.aio.HealthServicer()  # type: ignore[attr-defined]
         # No SO_REUSEPORT: a second server on a taken port must fail, not share it.
-        interceptors: list[Any] = [ErrorInterceptor()]
+        interceptors: list[Any] = [AuditInterceptor(), ErrorInterceptor()]
         if callers is not None:
             interceptors.insert(0, AuthInterceptor(callers, reflection_open=config.reflection))
         self.grpc = grpc.aio.server(interceptors=interceptors, options=[("grpc.so_reuseport", 0)])
