@@ -6,6 +6,7 @@ import asyncio
 
 import grpc
 from google.protobuf.field_mask_pb2 import FieldMask
+from google.protobuf.json_format import ParseDict
 
 from helpers import fails
 from tmf629.v1 import service_pb2 as pb
@@ -234,3 +235,27 @@ async def test_request_ids_are_forgotten_after_their_retention(stub, server) -> 
     assert await forget_old_request_ids(server.database, timedelta(0)) == 1
     later = await stub.CreateCustomer(request)  # a new request now: a new customer
     assert later.id != first.id
+
+
+async def test_email_addresses_are_validated_and_normalised(stub) -> None:
+    data = {
+        "name": "e",
+        "contactMedium": [
+            {"type": "email", "medium": {"emailAddress": "Jane.Doe@EXAMPLE.com"}},
+            {"type": "email", "medium": {"emailAddress": "not an address"}},
+            {"type": "email", "medium": {"emailAddress": "[email\u00a0protected]"}},
+        ],
+    }
+    info = await fails(
+        stub.CreateCustomer(pb.CreateCustomerRequest(customer=ParseDict(data, Customer()))),
+        grpc.StatusCode.INVALID_ARGUMENT,
+    )
+    assert info["fields"] == [
+        "customer.contact_medium[1].medium.email_address",
+        "customer.contact_medium[2].medium.email_address",
+    ]
+    del data["contactMedium"][1:]
+    created = await stub.CreateCustomer(
+        pb.CreateCustomerRequest(customer=ParseDict(data, Customer()))
+    )
+    assert created.contact_medium[0].medium.email_address == "Jane.Doe@example.com"

@@ -97,6 +97,7 @@ def test_seed_examples_through_grpcurl(address: str) -> None:
 
     customer = seed("seed_customer")
     customer["validFor"]["endDateTime"] = "2014-06-19T04:00:00.0Z"
+    customer["contactMedium"][0]["medium"]["emailAddress"] = "abc@tmforum.com"
     siblings = [
         grpcurl(
             address,
@@ -118,6 +119,7 @@ def test_seed_examples_through_grpcurl(address: str) -> None:
 
     account = seed("seed_customer_account")
     account["pin"] = "4711"
+    account["contact"][0]["contactMedium"][0]["medium"]["emailAddress"] = "abc@tmforum.com"
     account["customer"] = {"id": created["id"]}
     account["customerAccountRelationship"][0]["customerAccount"][0]["id"] = siblings[0]["id"]
     account["paymentPlan"][0]["paymentMean"] = {"id": bank["id"]}

@@ -77,11 +77,14 @@ async def test_seed_resources_are_created_once_their_known_faults_are_fixed(stub
         ),
         INVALID,
     )
-    # "pin0" is not a multi-digit PIN, and the first plan names no payment mean.
+    # "pin0" is not a multi-digit PIN, the first plan names no payment mean, and the
+    # contact's email is the web page's "[email protected]" stand-in, not an address.
     assert info["fields"] == [
         "customer_account.pin",
+        "customer_account.contact[0].contact_medium[0].medium.email_address",
         "customer_account.payment_plan[0].payment_mean",
     ]
+    account["contact"][0]["contactMedium"][0]["medium"]["emailAddress"] = "abc@tmforum.com"
     account["pin"] = "4711"
     account["paymentPlan"][0]["paymentMean"] = {"id": bank.id}
     info = await fails(
@@ -96,8 +99,12 @@ async def test_seed_resources_are_created_once_their_known_faults_are_fixed(stub
     info = await fails(
         stub.CreateCustomer(pb.CreateCustomerRequest(customer=parse(Customer, customer))), INVALID
     )
-    assert info["fields"] == ["customer.valid_for.end_date_time"]  # ends before it starts
+    assert info["fields"] == [
+        "customer.valid_for.end_date_time",  # ends before it starts
+        "customer.contact_medium[0].medium.email_address",  # "[email protected]"
+    ]
     customer["validFor"]["endDateTime"] = "2014-06-19T04:00:00.0Z"
+    customer["contactMedium"][0]["medium"]["emailAddress"] = "abc@tmforum.com"
     info = await fails(
         stub.CreateCustomer(pb.CreateCustomerRequest(customer=parse(Customer, customer))), FAILED
     )  # accounts 1 and 2, payment means 45 and 64 do not exist here

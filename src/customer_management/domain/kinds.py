@@ -8,6 +8,7 @@ from dataclasses import dataclass
 from datetime import datetime
 from typing import Any, ClassVar, Generic, TypeVar
 
+from email_validator import EmailNotValidError, validate_email
 from google.protobuf.message import Message
 
 from customer_management.domain.validation import Violations, check_period
@@ -129,8 +130,20 @@ def check_contact_medium(media: Any, path: str, v: Violations) -> None:
             v.max_length(f"{here}.type", medium.type, CODE_MAX)
         v.require(f"{here}.medium", medium.HasField("medium"))
         v.max_length(f"{here}.medium.email_address", medium.medium.email_address, EMAIL_MAX)
+        if medium.medium.email_address:
+            check_email(medium.medium, f"{here}.medium.email_address", v)
         v.max_length(f"{here}.medium.number", medium.medium.number, PHONE_MAX)
         check_period(medium.valid_for, f"{here}.valid_for", v)
+
+
+def check_email(medium: Any, path: str, v: Violations) -> None:
+    """Validates an email address (syntax only, no DNS) and keeps its normalised form."""
+    try:
+        address = validate_email(medium.email_address, check_deliverability=False)
+    except EmailNotValidError as error:
+        v.add(path, f"is not a valid email address: {error}")
+        return
+    medium.email_address = address.normalized
 
 
 def check_related_party(party: RelatedParty, path: str, v: Violations) -> None:
