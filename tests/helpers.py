@@ -57,3 +57,25 @@ async def fails(call: Any, code: grpc.StatusCode) -> dict[str, Any]:
         assert error.code() == code, f"{error.code()} {error.details()}"
         return details(error)
     raise AssertionError(f"the call succeeded; expected {code}")
+
+
+async def rpc_outcome(stub: Any, method: Any, metadata: Any = ()) -> grpc.StatusCode:
+    """The status of calling `method` (a MethodDescriptor) with an empty request; a
+    stream is read up to its first message (WatchEvents asks for the initial state)."""
+    import asyncio
+
+    from google.protobuf.message_factory import GetMessageClass
+
+    request = GetMessageClass(method.input_type)()
+    if method.name == "WatchEvents":
+        request.initial_state = True
+    call = getattr(stub, method.name)(request, metadata=metadata, timeout=10)
+    try:
+        if method.server_streaming:
+            await asyncio.wait_for(call.read(), 10)
+            call.cancel()
+        else:
+            await call
+    except grpc.aio.AioRpcError as error:
+        return error.code()
+    return grpc.StatusCode.OK

@@ -3,7 +3,6 @@ unknown methods denied, and no listening beyond loopback without authentication.
 
 from __future__ import annotations
 
-import asyncio
 import contextlib
 import hashlib
 import json
@@ -13,11 +12,11 @@ from typing import Any
 
 import grpc
 import pytest
-from google.protobuf.message_factory import GetMessageClass
 from grpc_health.v1 import health_pb2, health_pb2_grpc
 
 from customer_management.config import Config
 from customer_management.server import Server
+from helpers import rpc_outcome
 from tmf629.v1 import service_pb2, service_pb2_grpc
 
 TOKENS = {scope: f"token-for-{scope}" for scope in ("read", "write", "watch", "admin")}
@@ -55,20 +54,8 @@ async def running(tmp_path: Path, **settings: Any) -> AsyncIterator[Server]:
 
 
 async def outcome(stub: Any, method: Any, token: str | None) -> grpc.StatusCode:
-    request = GetMessageClass(method.input_type)()
-    if method.name == "WatchEvents":
-        request.initial_state = True
     metadata = (("authorization", f"Bearer {token}"),) if token is not None else ()
-    call = getattr(stub, method.name)(request, metadata=metadata, timeout=10)
-    try:
-        if method.server_streaming:
-            await asyncio.wait_for(call.read(), 10)
-            call.cancel()
-        else:
-            await call
-    except grpc.aio.AioRpcError as error:
-        return error.code()
-    return grpc.StatusCode.OK
+    return await rpc_outcome(stub, method, metadata)
 
 
 async def test_authorization_matrix(tmp_path: Path) -> None:

@@ -14,10 +14,12 @@ import pytest
 
 from customer_management.config import Config
 from customer_management.server import Server
+from helpers import rpc_outcome
 from tmf629.v1 import service_pb2 as pb
 from tmf629.v1 import service_pb2_grpc
 from tmf629.v1.customer_pb2 import Customer
 
+DENIED = (grpc.StatusCode.UNAUTHENTICATED, grpc.StatusCode.PERMISSION_DENIED)
 KEY = ["-newkey", "ec", "-pkeyopt", "ec_paramgen_curve:prime256v1", "-nodes"]
 
 
@@ -100,6 +102,13 @@ async def test_mutual_tls_identity_gets_its_scopes(tmp_path: Path, pki: Path) ->
             )
             create = stub.CreateCustomer(pb.CreateCustomerRequest(customer=Customer(name="x")))
             assert await code_of(create) == grpc.StatusCode.PERMISSION_DENIED
+            # The matrix's mutual-TLS column: the certificate's scope, for every RPC.
+            for method in pb.DESCRIPTOR.services_by_name["CustomerManagementService"].methods:
+                code = await rpc_outcome(stub, method)
+                if method.name.startswith(("Get", "List")):
+                    assert code not in DENIED, (method.name, code)
+                else:
+                    assert code == grpc.StatusCode.PERMISSION_DENIED, (method.name, code)
         async with channel(server, pki, client=False) as anonymous:
             stub = service_pb2_grpc.CustomerManagementServiceStub(anonymous)
             call = stub.ListCustomers(pb.ListCustomersRequest(), timeout=3)
