@@ -115,3 +115,16 @@ async def test_concurrent_guesses_cannot_outrun_the_lock(database_url) -> None:
         )
         await stub.UpdateCustomerAccount(update)
         assert (await verify(stub, created.id, "2468")).match
+
+
+async def test_the_pepper_rotates_without_losing_pins(database_url) -> None:
+    async with own_stub(database_url, pin_pepper="old") as stub:
+        created = await account(stub)
+    async with own_stub(database_url, pin_pepper="new") as stub:
+        # Without the old pepper the PIN cannot verify: the pepper really keys the hash.
+        assert not (await verify(stub, created.id, "4711")).match
+    async with own_stub(database_url, pin_pepper="new", pin_previous_peppers="old") as stub:
+        assert (await verify(stub, created.id, "4711")).match  # and hashed again with "new"
+        assert not (await verify(stub, created.id, "4712")).match
+    async with own_stub(database_url, pin_pepper="new") as stub:
+        assert (await verify(stub, created.id, "4711")).match

@@ -21,6 +21,7 @@ class Config:
     grace_period: float = 10.0
     pin_pepper: str = ""
     pin_lock_minutes: float = 15.0
+    pin_previous_peppers: str = ""
     card_key: str = ""
     tokens_file: str = ""
     tls_cert: str = ""
@@ -34,6 +35,11 @@ class Config:
     heartbeat_interval: float = 30.0
     max_watchers: int = 1000
     watch_buffer: int = 10_000
+
+    def peppers(self) -> tuple[bytes, tuple[bytes, ...]]:
+        """The current PIN pepper and the previous ones."""
+        previous = tuple(p.encode() for p in self.pin_previous_peppers.split(",") if p)
+        return self.pin_pepper.encode(), previous
 
     def href_base(self, port: int) -> str:
         """The base of every href; by default this server's own address, as bound."""
@@ -93,6 +99,12 @@ OPTIONS: list[tuple[str, str, Callable[[str], Any], str]] = [
         "CM_CARD_KEY",
         str,
         "secret keying card fingerprints (none are made without it)",
+    ),
+    (
+        "pin_previous_peppers",
+        "CM_PIN_PREVIOUS_PEPPERS",
+        str,
+        "comma-separated peppers being rotated out (their PINs verify and are rehashed)",
     ),
     (
         "pin_lock_minutes",

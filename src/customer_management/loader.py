@@ -35,7 +35,9 @@ _Done = Callable[[Report, int], None]
 
 def importer(config: Config, database: Database, *, defer: bool = False) -> Importer:
     settings = Settings(
-        base_url=config.href_base(config.port), pin_pepper=config.pin_pepper.encode()
+        base_url=config.href_base(config.port),
+        pin_pepper=config.peppers()[0],
+        previous_peppers=config.peppers()[1],
     )
     kinds = (CustomerKind(), CustomerAccountKind(), PaymentMeanKind(config.card_key.encode()))
     return Importer(

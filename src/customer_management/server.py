@@ -121,7 +121,9 @@ class Server:
 
     def _add_services(self) -> None:
         settings = Settings(
-            base_url=self.config.href_base(self.port), pin_pepper=self.config.pin_pepper.encode()
+            base_url=self.config.href_base(self.port),
+            pin_pepper=self.config.peppers()[0],
+            previous_peppers=self.config.peppers()[1],
         )
         customers = ResourceService(CustomerKind(), self.database, settings)
         accounts = ResourceService(CustomerAccountKind(), self.database, settings)

@@ -14,7 +14,7 @@ from datetime import UTC, datetime, timedelta
 from sqlalchemy.orm import Session
 
 from customer_management.domain.errors import FailedPrecondition, FieldViolation, InvalidArgument
-from customer_management.domain.pins import pin_matches, pin_problem
+from customer_management.domain.pins import hash_pin, pin_matches, pin_problem
 from customer_management.domain.service import ResourceService, require_id
 from customer_management.store import resources
 from customer_management.store.models import CustomerAccountRow
@@ -42,10 +42,14 @@ class PinChecks:
         stored, attempt, locked_until = await self.accounts.database.write(
             lambda session: self._count_attempt(session, id)
         )
-        pepper = self.accounts.settings.pin_pepper
-        if not await asyncio.to_thread(pin_matches, pin, stored, pepper):
+        settings = self.accounts.settings
+        peppers = (settings.pin_pepper, *settings.previous_peppers)
+        matched, stale = await asyncio.to_thread(pin_matches, pin, stored, peppers)
+        if not matched:
             return Verdict(False, max(0, MAX_ATTEMPTS - attempt), locked_until)
-        await self.accounts.database.write(lambda session: self._clear(session, id, stored))
+        # A PIN hashed with a pepper being rotated out is hashed again with the current one.
+        fresh = await asyncio.to_thread(hash_pin, pin, settings.pin_pepper) if stale else None
+        await self.accounts.database.write(lambda session: self._clear(session, id, stored, fresh))
         return Verdict(True, MAX_ATTEMPTS)
 
     def _count_attempt(self, session: Session, id: str) -> tuple[str, int, datetime | None]:
@@ -69,10 +73,12 @@ class PinChecks:
             row.pin_locked_until = now + self.lock_period
         return row.pin_hash, row.pin_failures, row.pin_locked_until
 
-    def _clear(self, session: Session, id: str, stored: str) -> None:
+    def _clear(self, session: Session, id: str, stored: str, fresh: str | None) -> None:
         row = self._row(session, id)
         if row.pin_hash == stored:  # not if the PIN changed meanwhile
             row.pin_failures, row.pin_locked_until = 0, None
+            if fresh is not None:
+                row.pin_hash = fresh
 
     def _row(self, session: Session, id: str) -> CustomerAccountRow:
         row = resources.get(session, "customer_account", id, for_update=True)

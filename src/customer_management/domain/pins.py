@@ -7,6 +7,7 @@ import hashlib
 import hmac
 import os
 import threading
+from collections.abc import Sequence
 
 PIN_MIN_DIGITS = 4
 PIN_MAX_DIGITS = 12
@@ -27,12 +28,17 @@ def pin_problem(pin: str) -> str | None:
 
 
 def hash_pin(pin: str, pepper: bytes) -> str:
-    """`scrypt$N$r$p$salt$hash`; slow on purpose, so call it off the event loop."""
+    """`scrypt$N$r$p$salt$hash$pepper-id`; slow on purpose, so call it off the event loop."""
     salt = os.urandom(16)
     digest = _scrypt(pin, salt, pepper, SCRYPT_N, SCRYPT_R, SCRYPT_P)
-    return "$".join(
-        ["scrypt", str(SCRYPT_N), str(SCRYPT_R), str(SCRYPT_P), _b64(salt), _b64(digest)]
-    )
+    fields = [str(SCRYPT_N), str(SCRYPT_R), str(SCRYPT_P), _b64(salt), _b64(digest)]
+    return "$".join(["scrypt", *fields, pepper_id(pepper)])
+
+
+def pepper_id(pepper: bytes) -> str:
+    """Names a pepper in its hashes (so rotation knows which one to use) without
+    revealing it: a short digest of it."""
+    return hashlib.sha256(b"tmf629 pepper id:" + pepper).hexdigest()[:12]
 
 
 def _scrypt(pin: str, salt: bytes, pepper: bytes, n: int, r: int, p: int) -> bytes:
@@ -45,14 +51,23 @@ def _b64(data: bytes) -> str:
     return base64.b64encode(data).decode()
 
 
-def pin_matches(pin: str, stored: str, pepper: bytes) -> bool:
-    """Whether `pin` hashes to `stored`, compared in constant time; slow like `hash_pin`."""
+def pin_matches(pin: str, stored: str, peppers: Sequence[bytes]) -> tuple[bool, bool]:
+    """Whether `pin` hashes to `stored`, compared in constant time, and whether the hash
+    should be made again with the current pepper (`peppers[0]`; the others are previous
+    ones, kept while hashes made with them remain). Slow like `hash_pin`."""
     try:
-        scheme, n, r, p, salt, digest = stored.split("$")
-        if scheme != "scrypt":
-            return False
+        scheme, n, r, p, salt, digest, *named = stored.split("$")
+        if scheme != "scrypt" or len(named) > 1:
+            return False, False
+        by_id = {pepper_id(pepper): pepper for pepper in peppers}
+        # Hashes from before pepper ids name none: they were made with one of the peppers.
+        candidates = [by_id[named[0]]] if named and named[0] in by_id else []
+        candidates = candidates if named else list(peppers)
         expected = base64.b64decode(digest)
-        actual = _scrypt(pin, base64.b64decode(salt), pepper, int(n), int(r), int(p))
+        for pepper in candidates:
+            actual = _scrypt(pin, base64.b64decode(salt), pepper, int(n), int(r), int(p))
+            if hmac.compare_digest(actual, expected):
+                return True, not named or pepper != peppers[0]
     except ValueError:
-        return False
-    return hmac.compare_digest(actual, expected)
+        pass
+    return False, False

@@ -79,6 +79,9 @@ class NewRows(Generic[M]):
 class Settings:
     base_url: str
     pin_pepper: bytes
+    previous_peppers: tuple[bytes, ...] = ()
+    """Peppers being rotated out: PINs hashed with them still verify, and are hashed
+    again with `pin_pepper` when they do."""
 
 
 class ResourceService(Generic[M]):
