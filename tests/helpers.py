@@ -2,7 +2,9 @@
 
 from __future__ import annotations
 
+import contextlib
 import json
+from collections.abc import AsyncIterator
 from pathlib import Path
 from typing import Any
 
@@ -79,3 +81,19 @@ async def rpc_outcome(stub: Any, method: Any, metadata: Any = ()) -> grpc.Status
     except grpc.aio.AioRpcError as error:
         return error.code()
     return grpc.StatusCode.OK
+
+
+@contextlib.asynccontextmanager
+async def own_stub(database_url: str, **settings: Any) -> AsyncIterator[Any]:
+    """A server of the test's own, for settings the shared one does not have, and its stub."""
+    from customer_management.config import Config
+    from customer_management.server import Server
+    from tmf629.v1 import service_pb2_grpc
+
+    server = Server(Config(port=0, database_url=database_url, **settings))
+    await server.start()
+    try:
+        async with grpc.aio.insecure_channel(f"127.0.0.1:{server.port}") as channel:
+            yield service_pb2_grpc.CustomerManagementServiceStub(channel)
+    finally:
+        await server.stop(grace=1)

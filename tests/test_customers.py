@@ -8,7 +8,7 @@ import grpc
 from google.protobuf.field_mask_pb2 import FieldMask
 from google.protobuf.json_format import ParseDict
 
-from helpers import fails
+from helpers import fails, own_stub
 from tmf629.v1 import service_pb2 as pb
 from tmf629.v1.common_pb2 import Characteristic, ContactMedium, Medium, TimePeriod
 from tmf629.v1.customer_pb2 import Customer
@@ -259,3 +259,33 @@ async def test_email_addresses_are_validated_and_normalised(stub) -> None:
         pb.CreateCustomerRequest(customer=ParseDict(data, Customer()))
     )
     assert created.contact_medium[0].medium.email_address == "Jane.Doe@example.com"
+
+
+async def test_telephone_numbers_are_stored_in_e164(stub, database_url) -> None:
+    data = {
+        "name": "p",
+        "contactMedium": [
+            {"type": "phone", "medium": {"number": "+44 (0)20 7946-0958"}},
+            {"type": "phone", "medium": {"number": "020 7946 0958"}},  # whose country?
+            {"type": "phone", "medium": {"number": "+1 2"}},
+        ],
+    }
+    info = await fails(
+        stub.CreateCustomer(pb.CreateCustomerRequest(customer=ParseDict(data, Customer()))),
+        grpc.StatusCode.INVALID_ARGUMENT,
+    )
+    assert info["fields"] == [
+        "customer.contact_medium[1].medium.number",
+        "customer.contact_medium[2].medium.number",
+    ]
+    del data["contactMedium"][2]
+    async with own_stub(database_url, phone_region="GB") as british:
+        created = await british.CreateCustomer(
+            pb.CreateCustomerRequest(customer=ParseDict(data, Customer()))
+        )
+        numbers = [m.medium.number for m in created.contact_medium]
+        assert numbers == ["+442079460958", "+442079460958"]
+        found = await british.ListCustomers(
+            pb.ListCustomersRequest(filter='contactMedium.medium.number = "(020) 7946-0958"')
+        )
+        assert [c.id for c in found.customers] == [created.id]

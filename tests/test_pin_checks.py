@@ -3,18 +3,13 @@
 from __future__ import annotations
 
 import asyncio
-import contextlib
-from collections.abc import AsyncIterator
 from typing import Any
 
 import grpc
 from google.protobuf.field_mask_pb2 import FieldMask
 
-from customer_management.config import Config
-from customer_management.server import Server
-from helpers import fails
+from helpers import fails, own_stub
 from tmf629.v1 import service_pb2 as pb
-from tmf629.v1 import service_pb2_grpc
 from tmf629.v1.customer_account_pb2 import CustomerAccount
 
 FAILED = grpc.StatusCode.FAILED_PRECONDITION
@@ -68,17 +63,6 @@ async def test_pin_set_follows_updates(stub) -> None:
     assert not (await stub.UpdateCustomerAccount(removed)).pin_set
     info = await fails(verify(stub, created.id, "123456"), FAILED)
     assert info["reason"] == "PIN_NOT_SET"
-
-
-@contextlib.asynccontextmanager
-async def own_stub(database_url: str, **settings: Any) -> AsyncIterator[Any]:
-    server = Server(Config(port=0, database_url=database_url, **settings))
-    await server.start()
-    try:
-        async with grpc.aio.insecure_channel(f"127.0.0.1:{server.port}") as channel:
-            yield service_pb2_grpc.CustomerManagementServiceStub(channel)
-    finally:
-        await server.stop(grace=1)
 
 
 async def test_five_failures_lock_the_pin_until_the_period_runs_out(database_url) -> None:

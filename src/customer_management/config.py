@@ -23,6 +23,7 @@ class Config:
     pin_lock_minutes: float = 15.0
     pin_previous_peppers: str = ""
     card_key: str = ""
+    phone_region: str = ""
     tokens_file: str = ""
     tls_cert: str = ""
     tls_key: str = ""
@@ -94,6 +95,12 @@ OPTIONS: list[tuple[str, str, Callable[[str], Any], str]] = [
         "allow listening beyond loopback without authentication",
     ),
     ("reflection", "CM_REFLECTION", boolean, "serve gRPC server reflection"),
+    (
+        "phone_region",
+        "CM_PHONE_REGION",
+        str,
+        "country (ISO 3166, e.g. GB) of national telephone numbers; empty: numbers need +country",
+    ),
     (
         "card_key",
         "CM_CARD_KEY",

@@ -39,7 +39,11 @@ def importer(config: Config, database: Database, *, defer: bool = False) -> Impo
         pin_pepper=config.peppers()[0],
         previous_peppers=config.peppers()[1],
     )
-    kinds = (CustomerKind(), CustomerAccountKind(), PaymentMeanKind(config.card_key.encode()))
+    kinds = (
+        CustomerKind(config.phone_region),
+        CustomerAccountKind(config.phone_region),
+        PaymentMeanKind(config.card_key.encode()),
+    )
     return Importer(
         {kind.kind: ResourceService(kind, database, settings) for kind in kinds}, defer=defer
     )

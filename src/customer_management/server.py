@@ -125,8 +125,10 @@ class Server:
             pin_pepper=self.config.peppers()[0],
             previous_peppers=self.config.peppers()[1],
         )
-        customers = ResourceService(CustomerKind(), self.database, settings)
-        accounts = ResourceService(CustomerAccountKind(), self.database, settings)
+        customers = ResourceService(CustomerKind(self.config.phone_region), self.database, settings)
+        accounts = ResourceService(
+            CustomerAccountKind(self.config.phone_region), self.database, settings
+        )
         payment_means = ResourceService(
             PaymentMeanKind(self.config.card_key.encode()), self.database, settings
         )

@@ -64,6 +64,9 @@ class CustomerAccountKind(Kind[CustomerAccount]):
         paymentPlan__paymentMean__id=Field("payment_mean_id", str, PaymentPlanRow),
     )
 
+    def __init__(self, phone_region: str = "") -> None:
+        self.phone_region = phone_region
+
     def check(
         self, resource: CustomerAccount, previous: CustomerAccount | None, v: Violations
     ) -> None:
@@ -89,7 +92,9 @@ class CustomerAccountKind(Kind[CustomerAccount]):
         for i, contact in enumerate(resource.contact):
             here = f"{path}.contact[{i}]"
             check_period(contact.valid_for, f"{here}.valid_for", v)
-            check_contact_medium(contact.contact_medium, f"{here}.contact_medium", v)
+            check_contact_medium(
+                contact.contact_medium, f"{here}.contact_medium", v, self.phone_region
+            )
             check_related_party(contact.related_party, f"{here}.related_party", v)
         for i, balance in enumerate(resource.customer_account_balance):
             here = f"{path}.customer_account_balance[{i}]"

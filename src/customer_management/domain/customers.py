@@ -58,6 +58,9 @@ class CustomerKind(Kind[Customer]):
         paymentMean__id=Field("payment_mean_id", str, CustomerPaymentMeanLink),
     )
 
+    def __init__(self, phone_region: str = "") -> None:
+        self.phone_region = phone_region
+
     def check(self, resource: Customer, previous: Customer | None, v: Violations) -> None:
         path = self.field
         check_name(resource, path, v)
@@ -72,7 +75,9 @@ class CustomerKind(Kind[Customer]):
                     v.add(f"{here}.name", "must not carry a card verification code")
             if v.require(f"{here}.value", characteristic.value):
                 v.max_length(f"{here}.value", characteristic.value, VALUE_MAX)
-        check_contact_medium(resource.contact_medium, f"{path}.contact_medium", v)
+        check_contact_medium(
+            resource.contact_medium, f"{path}.contact_medium", v, self.phone_region
+        )
         for i, profile in enumerate(resource.customer_credit_profile):
             here = f"{path}.customer_credit_profile[{i}]"
             v.non_negative(f"{here}.credit_risk_rating", profile.credit_risk_rating)
@@ -122,7 +127,7 @@ class CustomerKind(Kind[Customer]):
                     "type": medium.type,
                     "preferred": medium.preferred,
                     "email": email_key(medium.medium.email_address),
-                    "number": phone_key(medium.medium.number),
+                    "number": phone_key(medium.medium.number, self.phone_region),
                 }
                 for i, medium in enumerate(resource.contact_medium)
             ],

@@ -83,8 +83,9 @@ def invalid(description: str) -> InvalidArgument:
     )
 
 
-def parse(text: str, fields: Mapping[str, Field]) -> Condition | None:
-    """The condition `text` states over `fields`; None for an empty filter."""
+def parse(text: str, fields: Mapping[str, Field], region: str = "") -> Condition | None:
+    """The condition `text` states over `fields`; None for an empty filter. `region`:
+    the country of national telephone numbers."""
     if len(text) > MAX_FILTER_LENGTH:
         raise invalid(f"is longer than {MAX_FILTER_LENGTH} characters")
     try:
@@ -95,7 +96,7 @@ def parse(text: str, fields: Mapping[str, Field]) -> Condition | None:
         return None
     root = tree.children[0]
     _check_size(root)
-    return _condition(root, fields)
+    return _condition(root, fields, region)
 
 
 def _syntax_problem(text: str, error: UnexpectedInput) -> str:
@@ -130,20 +131,22 @@ def _check_size(root: Tree[Token] | Token) -> None:
         stack.extend((child, depth + 1) for child in node.children)
 
 
-def _condition(node: Tree[Token] | Token, fields: Mapping[str, Field]) -> Condition:
+def _condition(node: Tree[Token] | Token, fields: Mapping[str, Field], region: str) -> Condition:
     assert isinstance(node, Tree)
     parts = [child for child in node.children if isinstance(child, Tree)]
     if node.data == "expression":
-        return All(tuple(_condition(part, fields) for part in parts))
+        return All(tuple(_condition(part, fields, region) for part in parts))
     if node.data == "factor":
-        return AnyOf(tuple(_condition(part, fields) for part in parts))
+        return AnyOf(tuple(_condition(part, fields, region) for part in parts))
     if node.data == "negation":
-        return Not(_condition(parts[0], fields))
+        return Not(_condition(parts[0], fields, region))
     name, comparator, value = (str(token) for token in node.children)
-    return _restriction(name, comparator, value, fields)
+    return _restriction(name, comparator, value, fields, region)
 
 
-def _restriction(name: str, comparator: str, text: str, fields: Mapping[str, Field]) -> Condition:
+def _restriction(
+    name: str, comparator: str, text: str, fields: Mapping[str, Field], region: str
+) -> Condition:
     field = fields.get(name)
     if field is None:
         known = ", ".join(sorted(n for n in fields if "_" not in n))
@@ -153,10 +156,10 @@ def _restriction(name: str, comparator: str, text: str, fields: Mapping[str, Fie
     op = "=" if comparator == ":" else comparator
     if op in _ORDERED and (field.text or field.value_type is bool):
         raise invalid(f"compares {name} with {op}; it only takes = != and :")
-    return Compare(field.stored, op, _literal(name, field, text))
+    return Compare(field.stored, op, _literal(name, field, text, region))
 
 
-def _literal(name: str, field: Field, text: str) -> Any:
+def _literal(name: str, field: Field, text: str, region: str) -> Any:
     if text[0] == '"':
         try:
             text = json.loads(text)
@@ -172,7 +175,7 @@ def _literal(name: str, field: Field, text: str) -> Any:
             f"compares {name} with {shown!r}, which is not {_A[field.value_type]}"
         ) from None
     if field.key is not None:
-        value = field.key(value)
+        value = field.key(value, region)
         if value is None:
             raise invalid(f"compares {name} with {text!r}, which it can never equal")
     return value

@@ -14,6 +14,7 @@ from google.protobuf.message import Message
 from customer_management.domain.validation import Violations, check_period
 from customer_management.store import query
 from customer_management.store.models import Base
+from customer_management.store.search_keys import e164
 from tmf629.v1.common_pb2 import ContactMedium, RelatedParty
 
 M = TypeVar("M", bound=Message)
@@ -54,7 +55,7 @@ class Field:
     child: type[Base] | None = None
     """The child table holding it, for a field inside a repeated message."""
     nullable: bool = False
-    key: Callable[[str], str | None] | None = None
+    key: Callable[[str, str], str | None] | None = None
     """Normalises values before they are compared (see store.search_keys)."""
     text: bool = False
     """Free text: compared for equality only, never ordered."""
@@ -96,6 +97,9 @@ class Kind(Generic[M]):
     update_time_field: ClassVar[str] = "update_time"
     fields: ClassVar[Mapping[str, Field]]
     """What List filters and orders on, by filter name."""
+    phone_region: str = ""
+    """Where national telephone numbers are (ISO 3166 code); empty: numbers need their
+    country code."""
     unique: ClassVar[tuple[str, ...]] = ()
     """Optional caller-assigned keys (columns named as their fields) no two resources share;
     Get finds a resource by them."""
@@ -122,7 +126,7 @@ def check_name(resource: Any, path: str, v: Violations) -> None:
             v.add(f"{path}.name", f"is longer than {NAME_MAX_BYTES} bytes in UTF-8")
 
 
-def check_contact_medium(media: Any, path: str, v: Violations) -> None:
+def check_contact_medium(media: Any, path: str, v: Violations, region: str = "") -> None:
     for i, medium in enumerate(media):
         assert isinstance(medium, ContactMedium)
         here = f"{path}[{i}]"
@@ -133,6 +137,8 @@ def check_contact_medium(media: Any, path: str, v: Violations) -> None:
         if medium.medium.email_address:
             check_email(medium.medium, f"{here}.medium.email_address", v)
         v.max_length(f"{here}.medium.number", medium.medium.number, PHONE_MAX)
+        if medium.medium.number:
+            check_phone(medium.medium, f"{here}.medium.number", v, region)
         check_period(medium.valid_for, f"{here}.valid_for", v)
 
 
@@ -144,6 +150,16 @@ def check_email(medium: Any, path: str, v: Violations) -> None:
         v.add(path, f"is not a valid email address: {error}")
         return
     medium.email_address = address.normalized
+
+
+def check_phone(medium: Any, path: str, v: Violations, region: str) -> None:
+    """Validates a telephone number (phonenumbers) and keeps it in E.164."""
+    number = e164(medium.number, region)
+    if number is None:
+        where = f"or a number of region {region}" if region else "(+country code …)"
+        v.add(path, f"is not a telephone number in international form {where}")
+        return
+    medium.number = number
 
 
 def check_related_party(party: RelatedParty, path: str, v: Violations) -> None:

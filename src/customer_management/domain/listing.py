@@ -43,7 +43,7 @@ def parse(
     if page_size < 0:
         raise _invalid("page_size", "must not be negative")
     size = min(page_size or DEFAULT_PAGE_SIZE, MAX_PAGE_SIZE)
-    condition = filtering.parse(filter, kind.fields)
+    condition = filtering.parse(filter, kind.fields, kind.phone_region)
     order = _parse_order(kind, order_by)
     binding = hashlib.sha256(f"{kind.kind}\n{filter}\n{order_by}".encode()).hexdigest()[:16]
     after = _decode_token(kind, page_token, binding, order) if page_token else None

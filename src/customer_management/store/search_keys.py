@@ -15,27 +15,33 @@ _PLAIN_INTERNATIONAL = re.compile(r"\+[1-9][\d \-.]{5,30}")
 """`+44 20 7946 0958`: already E.164 once the separators go; parsing it (slow) adds nothing."""
 
 
-def email_key(address: str) -> str | None:
+def email_key(address: str, region: str = "") -> str | None:
     """Email addresses compare case-insensitively (what every mail system does in practice)."""
     address = address.strip()
     return address.lower() if address else None
 
 
-def phone_key(number: str) -> str | None:
-    """E.164 when the number carries its country code (`+44 (0)20 7946-0958`, `0044 …`);
-    otherwise its digits, so national forms match each other whatever the punctuation."""
+def phone_key(number: str, region: str = "") -> str | None:
+    """E.164 when the number carries its country code (`+44 (0)20 7946-0958`, `0044 …`)
+    or a default `region` says which country a national number is in; otherwise its
+    digits, so national forms still match each other whatever the punctuation."""
     number = number.strip()
     if not number:
         return None
+    return e164(number, region) or _NOT_DIGITS.sub("", number) or None
+
+
+def e164(number: str, region: str = "") -> str | None:
+    """The number in E.164 (`+442079460958`), or None if it is not a possible telephone
+    number in international form or, given a `region`, in that country's national form."""
+    number = number.strip()
     international = "+" + number[2:] if number.startswith("00") else number
     if _PLAIN_INTERNATIONAL.fullmatch(international):
         return "+" + _NOT_DIGITS.sub("", international)
-    if international.startswith("+"):
-        try:
-            parsed = phonenumbers.parse(international, None)
-        except phonenumbers.NumberParseException:
-            parsed = None
-        if parsed is not None and phonenumbers.is_possible_number(parsed):
-            return phonenumbers.format_number(parsed, phonenumbers.PhoneNumberFormat.E164)
-    digits = _NOT_DIGITS.sub("", number)
-    return digits or None
+    try:
+        parsed = phonenumbers.parse(international, region.upper() or None)
+    except phonenumbers.NumberParseException:
+        return None
+    if not phonenumbers.is_possible_number(parsed):
+        return None
+    return phonenumbers.format_number(parsed, phonenumbers.PhoneNumberFormat.E164)
