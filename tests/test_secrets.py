@@ -30,6 +30,8 @@ CARDS = ["4111111111111111", "5555555555554444", "378282246310005"]
 WRITTEN = ["4111 1111 1111 1111", "5555-5555-5555-4444", "378282246310005"]
 BAD_CARD = "4111111111111112"  # fails the Luhn check: refused, and never echoed
 CVC = "7391"
+SMUGGLED = b"cvc=7391;sent-in-an-unknown-field"
+"""Four digits turn up by chance in a database dump, so the scan looks for this instead."""
 CARD_KEY = "card-key-for-tests"
 
 
@@ -107,7 +109,7 @@ async def workload(stub: Any) -> list[bytes]:
         grpc.StatusCode.INVALID_ARGUMENT,
     )
     card = CreditCard(number=CARDS[0], expiration_date=expiry())
-    raw = card.SerializeToString() + b"\x7a" + bytes([len(CVC)]) + CVC.encode()
+    raw = card.SerializeToString() + b"\x7a" + bytes([len(SMUGGLED)]) + SMUGGLED
     sneaky = PaymentMean(name="sneaky", type="CreditCard")
     sneaky.credit_card.MergeFromString(raw)
     created = await stub.CreatePaymentMean(pb.CreatePaymentMeanRequest(payment_mean=sneaky))
@@ -139,7 +141,7 @@ async def workload(stub: Any) -> list[bytes]:
 
 def secrets() -> list[bytes]:
     found = [s.encode() for s in [*PINS, *(p[::-1] for p in PINS), *CARDS, *WRITTEN, BAD_CARD]]
-    return [*found, CVC.encode()]
+    return [*found, SMUGGLED]
 
 
 def stored_bytes(database_url: str, tmp: Path) -> bytes:
