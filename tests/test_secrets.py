@@ -98,8 +98,8 @@ async def workload(stub: Any) -> list[bytes]:
         ),
         grpc.StatusCode.INVALID_ARGUMENT,
     )
-    # A CVC: as a characteristic it is refused; in a field this version does not know
-    # (unknown field 15 of CreditCard), it is dropped.
+    # A CVC: as a characteristic, or in a card field this version does not know (unknown
+    # field 15 of CreditCard), it is refused; in an unknown field elsewhere, dropped.
     await fails(
         stub.CreateCustomer(
             pb.CreateCustomerRequest(
@@ -112,7 +112,14 @@ async def workload(stub: Any) -> list[bytes]:
     raw = card.SerializeToString() + b"\x7a" + bytes([len(SMUGGLED)]) + SMUGGLED
     sneaky = PaymentMean(name="sneaky", type="CreditCard")
     sneaky.credit_card.MergeFromString(raw)
-    created = await stub.CreatePaymentMean(pb.CreatePaymentMeanRequest(payment_mean=sneaky))
+    info = await fails(
+        stub.CreatePaymentMean(pb.CreatePaymentMeanRequest(payment_mean=sneaky)),
+        grpc.StatusCode.INVALID_ARGUMENT,
+    )
+    assert info["fields"] == ["payment_mean.credit_card"]
+    elsewhere = Customer(name="sneaky")  # outside a card, an unknown field is only dropped
+    elsewhere.MergeFromString(b"\x9a\x06" + bytes([len(SMUGGLED)]) + SMUGGLED)  # field 99
+    created = await stub.CreateCustomer(pb.CreateCustomerRequest(customer=elsewhere))
     replies.append(created.SerializeToString())
     for i, pin in enumerate(PINS):
         account = await stub.CreateCustomerAccount(

@@ -7,11 +7,13 @@ import hmac
 import re
 from datetime import UTC, datetime
 
+from google.protobuf import unknown_fields
 from schwifty import BIC, IBAN
 from schwifty.exceptions import SchwiftyException
 from stdnum import luhn
 from stdnum.exceptions import ValidationError
 
+from customer_management.domain.errors import FieldViolation, InvalidArgument
 from customer_management.domain.validation import Violations, representable, timestamp
 from tmf629.v1.payment_mean_pb2 import BankAccount, CreditCard
 
@@ -46,6 +48,14 @@ def card_fingerprint(digits: str, key: bytes) -> str:
     if not key:
         return ""
     return hmac.new(key, digits.encode(), hashlib.sha256).hexdigest()
+
+
+def refuse_unknown_card_fields(card: CreditCard, path: str) -> None:
+    """A card field this version does not know may well be a verification code, which
+    must never be stored: refused, where elsewhere unknown fields are only dropped."""
+    if len(unknown_fields.UnknownFieldSet(card)):
+        problem = "carries fields this service does not know; a verification code is never accepted"
+        raise InvalidArgument(f"{path} {problem}", violations=[FieldViolation(path, problem)])
 
 
 def check_credit_card(
