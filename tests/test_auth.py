@@ -86,11 +86,16 @@ async def test_authorization_matrix(tmp_path: Path) -> None:
             assert error.value.code() == grpc.StatusCode.PERMISSION_DENIED
 
 
-async def test_no_listening_beyond_loopback_without_authentication(tmp_path: Path) -> None:
+async def test_no_listening_beyond_loopback_without_authentication(
+    tmp_path: Path, caplog: pytest.LogCaptureFixture
+) -> None:
     with pytest.raises(SystemExit, match="without authentication"):
         Server(Config(port=0, host="0.0.0.0", database_url=f"sqlite:///{tmp_path / 'x.db'}"))
+    async with running(tmp_path) as server:
+        assert "listening on loopback only" in caplog.text  # and says so at start-up
     async with running(tmp_path, host="0.0.0.0", insecure=True) as server:
         assert server.port
+        assert "anyone who reaches 0.0.0.0" in caplog.text
     async with running(
         tmp_path, host="0.0.0.0", tokens_file=tokens_file(tmp_path / "t.json")
     ) as server:

@@ -76,7 +76,18 @@ class Server:
     async def start(self) -> int:
         address = f"{self.config.host}:{self.config.port}"
         if not (self.config.tokens_file or self.config.tls_client_ca):
-            log.warning("no authentication configured: every caller may call every method")
+            if self.config.host in LOOPBACK:
+                log.warning(
+                    "no authentication configured: listening on loopback only (%s), where"
+                    " every local caller may call every method",
+                    self.config.host,
+                )
+            else:
+                log.warning(
+                    "no authentication configured and --insecure: anyone who reaches %s may"
+                    " call every method",
+                    self.config.host,
+                )
         try:
             if self.config.tls_cert:
                 self.port = self.grpc.add_secure_port(address, self._credentials())
