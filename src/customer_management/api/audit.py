@@ -9,12 +9,11 @@ from __future__ import annotations
 
 import json
 import logging
-from collections.abc import Awaitable, Callable
 from typing import Any
 
 import grpc
 
-from customer_management.api.errors import _Interceptor
+from customer_management.api.errors import WrappingInterceptor
 from customer_management.domain.callers import current as current_caller
 
 log = logging.getLogger("customer_management.audit")
@@ -22,20 +21,11 @@ SERVICE = "/tmf629.v1.CustomerManagementService/"
 MUTATIONS = ("Create", "Update", "Delete", "Verify")
 
 
-class AuditInterceptor(_Interceptor):
-    async def intercept_service(
-        self,
-        continuation: Callable[
-            [grpc.HandlerCallDetails], Awaitable[grpc.RpcMethodHandler[Any, Any]]
-        ],
-        details: grpc.HandlerCallDetails,
-    ) -> grpc.RpcMethodHandler[Any, Any]:
-        method: str = details.method
-        handler: Any = await continuation(details)
+class AuditInterceptor(WrappingInterceptor):
+    def wrap(self, method: str, handler: Any) -> Any:
         name = method.removeprefix(SERVICE)
         if name == method or not name.startswith(MUTATIONS) or handler.unary_unary is None:
-            unaudited: grpc.RpcMethodHandler[Any, Any] = handler
-            return unaudited
+            return handler
         behavior = handler.unary_unary
 
         async def audited(request: Any, context: Any) -> Any:
@@ -61,8 +51,7 @@ class AuditInterceptor(_Interceptor):
                     )
                 )
 
-        wrapped: grpc.RpcMethodHandler[Any, Any] = handler._replace(unary_unary=audited)
-        return wrapped
+        return handler._replace(unary_unary=audited)
 
 
 def _resource_id(request: Any, response: Any) -> str:

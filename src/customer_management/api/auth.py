@@ -12,7 +12,7 @@ from __future__ import annotations
 import hashlib
 import hmac
 import json
-from collections.abc import AsyncIterator, Awaitable, Callable
+from collections.abc import AsyncIterator, Callable
 from contextlib import aclosing
 from dataclasses import dataclass
 from pathlib import Path
@@ -20,7 +20,7 @@ from typing import Any
 
 import grpc
 
-from customer_management.api.errors import _Interceptor, abort
+from customer_management.api.errors import WrappingInterceptor, abort
 from customer_management.domain.callers import current as current_caller
 from customer_management.domain.errors import DomainError
 
@@ -100,27 +100,17 @@ def required_scope(method: str) -> str | None:
     return next((s for verb, s in _SCOPE_OF_VERB.items() if name.startswith(verb)), None)
 
 
-class AuthInterceptor(_Interceptor):
+class AuthInterceptor(WrappingInterceptor):
     def __init__(self, callers: Callers, *, reflection_open: bool = True) -> None:
+        super().__init__()
         self.callers = callers
         self.open = OPEN_PREFIXES + (REFLECTION_PREFIXES if reflection_open else ())
 
-    async def intercept_service(
-        self,
-        continuation: Callable[
-            [grpc.HandlerCallDetails], Awaitable[grpc.RpcMethodHandler[Any, Any]]
-        ],
-        details: grpc.HandlerCallDetails,
-    ) -> grpc.RpcMethodHandler[Any, Any]:
-        method: str = details.method
-        handler = await continuation(details)
+    def wrap(self, method: str, handler: Any) -> Any:
         if method.startswith(self.open):
             return handler
         scope = required_scope(method)
-        checked: grpc.RpcMethodHandler[Any, Any] = _checking(
-            handler, lambda c: self._denial(scope, c)
-        )
-        return checked
+        return _checking(handler, lambda context: self._denial(scope, context))
 
     def _denial(self, scope: str | None, context: Any) -> DomainError | None:
         if scope is None:

@@ -136,8 +136,11 @@ def _safe(deserializer: Callable[[bytes], Any] | None) -> Callable[[bytes], Any]
     return deserialize
 
 
-class ErrorInterceptor(_Interceptor):
-    """Wraps every unary-request method of every service with the error mapping."""
+class WrappingInterceptor(_Interceptor):
+    """Wraps each method's handler once and keeps it, so a call costs a dict lookup.
+
+    Names no service has are wrapped every time and never kept: callers choose them.
+    """
 
     def __init__(self) -> None:
         self._handlers: dict[str, grpc.RpcMethodHandler[Any, Any]] = {}
@@ -154,11 +157,20 @@ class ErrorInterceptor(_Interceptor):
         if cached is not None:
             return cached
         handler = await continuation(details)
-        if handler is None:
-            return _UNKNOWN_METHOD  # not cached: callers choose the names
-        wrapped: grpc.RpcMethodHandler[Any, Any] = _wrap(handler)
-        self._handlers[method] = wrapped
+        wrapped: grpc.RpcMethodHandler[Any, Any] = self.wrap(method, handler)
+        if handler is not None and handler is not _UNKNOWN_METHOD:
+            self._handlers[method] = wrapped
         return wrapped
+
+    def wrap(self, method: str, handler: Any) -> Any:
+        raise NotImplementedError
+
+
+class ErrorInterceptor(WrappingInterceptor):
+    """Wraps every unary-request method of every service with the error mapping."""
+
+    def wrap(self, method: str, handler: Any) -> Any:
+        return _UNKNOWN_METHOD if handler is None else _wrap(handler)
 
 
 Context = grpc.aio.ServicerContext[Any, Any]
