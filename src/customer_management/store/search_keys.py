@@ -11,8 +11,8 @@ import re
 import phonenumbers
 
 _NOT_DIGITS = re.compile(r"\D")
-_PLAIN_INTERNATIONAL = re.compile(r"\+[1-9][\d \-.]{5,30}")
-"""`+44 20 7946 0958`: already E.164 once the separators go; parsing it (slow) adds nothing."""
+_E164 = re.compile(r"\+[1-9]\d{6,14}")
+"""A number already in E.164, as stored ones are: parsing it again (slow) adds nothing."""
 
 
 def email_key(address: str, region: str = "") -> str | None:
@@ -28,6 +28,8 @@ def phone_key(number: str, region: str = "") -> str | None:
     number = number.strip()
     if not number:
         return None
+    if _E164.fullmatch(number):
+        return number
     return e164(number, region) or _NOT_DIGITS.sub("", number) or None
 
 
@@ -36,8 +38,6 @@ def e164(number: str, region: str = "") -> str | None:
     number in international form or, given a `region`, in that country's national form."""
     number = number.strip()
     international = "+" + number[2:] if number.startswith("00") else number
-    if _PLAIN_INTERNATIONAL.fullmatch(international):
-        return "+" + _NOT_DIGITS.sub("", international)
     try:
         parsed = phonenumbers.parse(international, region.upper() or None)
     except phonenumbers.NumberParseException:
