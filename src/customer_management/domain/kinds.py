@@ -104,6 +104,10 @@ class Kind(Generic[M]):
     """Optional caller-assigned keys (columns named as their fields) no two resources share;
     Get finds a resource by them."""
 
+    def screen(self, resource: M) -> None:
+        """Refuses what the caller sent before anything of it is kept; fields this version
+        does not know are dropped right after (they could hold anything)."""
+
     def check(self, resource: M, previous: M | None, v: Violations) -> None:
         """Adds a violation for every rule of this kind `resource` breaks."""
         raise NotImplementedError

@@ -15,7 +15,11 @@ from customer_management.domain.kinds import (
     fields_index,
     related_party_columns,
 )
-from customer_management.domain.payment_details import check_bank_account, check_credit_card
+from customer_management.domain.payment_details import (
+    check_bank_account,
+    check_credit_card,
+    refuse_unknown_card_fields,
+)
 from customer_management.domain.validation import Violations, check_period, period_bounds
 from tmf629.v1.payment_mean_pb2 import PaymentMean
 
@@ -42,6 +46,10 @@ class PaymentMeanKind(Kind[PaymentMean]):
         relatedParty__id=Field("related_party_id", str, nullable=True),
         relatedParty__role=Field("related_party_role", str, nullable=True),
     )
+
+    def screen(self, resource: PaymentMean) -> None:
+        if resource.HasField("credit_card"):
+            refuse_unknown_card_fields(resource.credit_card, f"{self.field}.credit_card")
 
     def check(self, resource: PaymentMean, previous: PaymentMean | None, v: Violations) -> None:
         path = self.field

@@ -38,7 +38,6 @@ from customer_management.domain.masks import (
     select,
 )
 from customer_management.domain.notifications import Change, changed_fields, event
-from customer_management.domain.payment_details import refuse_unknown_card_fields
 from customer_management.domain.pins import hash_pin, pin_problem
 from customer_management.domain.validation import (
     ID_MAX,
@@ -180,9 +179,8 @@ class ResourceService(Generic[M]):
 
         def unit(session: Session) -> M:
             found: dict[str, str] = {}  # identifier → id of the resource it names
-            for name, value in wanted.items():
-                column = "id" if name == "id" else name
-                if holder := resources.holders(session, self.kind.kind, column, [value]).get(value):
+            for name, value in wanted.items():  # each name is its column
+                if holder := resources.holders(session, self.kind.kind, name, [value]).get(value):
                     found[name] = holder
             if missing := {name: value for name, value in wanted.items() if name not in found}:
                 raise NotFound(
@@ -329,9 +327,7 @@ class ResourceService(Generic[M]):
         """A copy of the caller's resource without the fields only the server sets."""
         copy = self.kind.message_type()
         copy.CopyFrom(resource)
-        if copy.DESCRIPTOR.fields_by_name.get("credit_card") and copy.HasField("credit_card"):
-            card: Any = getattr(copy, "credit_card")  # noqa: B009 (only payment means have one)
-            refuse_unknown_card_fields(card, f"{self.kind.field}.credit_card")
+        self.kind.screen(copy)
         copy.DiscardUnknownFields()  # fields this version does not know are never stored
         for name in OUTPUT_ONLY[copy.DESCRIPTOR.full_name]:
             copy.ClearField(name)
