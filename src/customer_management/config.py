@@ -6,7 +6,10 @@ import argparse
 import os
 from collections.abc import Callable
 from dataclasses import dataclass
-from typing import Any
+from typing import TYPE_CHECKING, Any
+
+if TYPE_CHECKING:
+    from customer_management.domain.service import Settings
 
 DEFAULT_DATABASE_URL = "sqlite:///customer-management.db"
 
@@ -37,10 +40,12 @@ class Config:
     max_watchers: int = 1000
     watch_buffer: int = 10_000
 
-    def peppers(self) -> tuple[bytes, tuple[bytes, ...]]:
-        """The current PIN pepper and the previous ones."""
+    def settings(self, port: int) -> Settings:
+        """What the resource services need of the configuration."""
+        from customer_management.domain.service import Settings
+
         previous = tuple(p.encode() for p in self.pin_previous_peppers.split(",") if p)
-        return self.pin_pepper.encode(), previous
+        return Settings(self.href_base(port), self.pin_pepper.encode(), previous)
 
     def href_base(self, port: int) -> str:
         """The base of every href; by default this server's own address, as bound."""

@@ -24,7 +24,7 @@ from customer_management.domain.customer_accounts import CustomerAccountKind
 from customer_management.domain.customers import CustomerKind
 from customer_management.domain.importing import Importer, Report
 from customer_management.domain.payment_means import PaymentMeanKind
-from customer_management.domain.service import ResourceService, Settings
+from customer_management.domain.service import ResourceService
 from customer_management.store import migrate
 from customer_management.store.database import Database
 
@@ -34,11 +34,7 @@ _Done = Callable[[Report, int], None]
 
 
 def importer(config: Config, database: Database, *, defer: bool = False) -> Importer:
-    settings = Settings(
-        base_url=config.href_base(config.port),
-        pin_pepper=config.peppers()[0],
-        previous_peppers=config.peppers()[1],
-    )
+    settings = config.settings(config.port)
     kinds = (
         CustomerKind(config.phone_region),
         CustomerAccountKind(config.phone_region),

@@ -24,7 +24,7 @@ from customer_management.domain.customers import CustomerKind
 from customer_management.domain.payment_means import PaymentMeanKind
 from customer_management.domain.pin_checks import PinChecks
 from customer_management.domain.retention import forget_old_events, forget_old_request_ids
-from customer_management.domain.service import ResourceService, Settings
+from customer_management.domain.service import ResourceService
 from customer_management.domain.watching import Watching
 from customer_management.events.broker import Broker
 from customer_management.store import migrate
@@ -131,11 +131,7 @@ class Server:
         )
 
     def _add_services(self) -> None:
-        settings = Settings(
-            base_url=self.config.href_base(self.port),
-            pin_pepper=self.config.peppers()[0],
-            previous_peppers=self.config.peppers()[1],
-        )
+        settings = self.config.settings(self.port)
         customers = ResourceService(CustomerKind(self.config.phone_region), self.database, settings)
         accounts = ResourceService(
             CustomerAccountKind(self.config.phone_region), self.database, settings
