@@ -18,6 +18,9 @@ DEFAULT_DATABASE_URL = "sqlite:///customer-management.db"
 class Config:
     host: str = "127.0.0.1"
     port: int = 50051
+    http_port: int = -1
+    hub_allowed_hosts: str = ""
+    hub_claim_interval: float = 5.0
     database_url: str = DEFAULT_DATABASE_URL
     base_url: str = ""
     pool_size: int = 10
@@ -64,6 +67,24 @@ def boolean(text: str) -> bool:
 OPTIONS: list[tuple[str, str, Callable[[str], Any], str]] = [
     ("host", "CM_HOST", str, "address to listen on"),
     ("port", "CM_PORT", int, "gRPC port (0 picks a free one)"),
+    (
+        "http_port",
+        "CM_HTTP_PORT",
+        int,
+        "port of the REST gateway (TMF JSON); -1: none, 0 picks a free one",
+    ),
+    (
+        "hub_allowed_hosts",
+        "CM_HUB_ALLOWED_HOSTS",
+        str,
+        "comma-separated hosts (or host:port) hub callbacks may be on; empty: none",
+    ),
+    (
+        "hub_claim_interval",
+        "CM_HUB_CLAIM_INTERVAL",
+        float,
+        "seconds between a replica's looks for hub listeners to deliver (and lease renewals)",
+    ),
     (
         "database_url",
         "CM_DATABASE_URL",

@@ -6,6 +6,8 @@ import asyncio
 import gc
 import logging
 import signal
+import socket
+import ssl
 from datetime import timedelta
 from pathlib import Path
 from typing import Any
@@ -21,12 +23,15 @@ from customer_management.api.servicer import CustomerManagementServicer
 from customer_management.config import Config
 from customer_management.domain.customer_accounts import CustomerAccountKind
 from customer_management.domain.customers import CustomerKind
+from customer_management.domain.hubs import Hubs
 from customer_management.domain.payment_means import PaymentMeanKind
 from customer_management.domain.pin_checks import PinChecks
 from customer_management.domain.retention import forget_old_events, forget_old_request_ids
 from customer_management.domain.service import ResourceService
 from customer_management.domain.watching import Watching
 from customer_management.events.broker import Broker
+from customer_management.rest.delivery import Dispatcher
+from customer_management.rest.gateway import BASE_PATH, Gateway
 from customer_management.store import migrate
 from customer_management.store.database import Database
 from tmf629.v1 import service_pb2, service_pb2_grpc
@@ -56,6 +61,7 @@ class Server:
         ):
             raise SystemExit("TLS needs --tls-cert and --tls-key (and them for --tls-client-ca)")
         callers = Callers.load(config.tokens_file) if config.tokens_file else None
+        self.callers = callers
         self._housekeeping: asyncio.Task[None] | None = None
         self.database = Database(config.database_url, pool_size=config.pool_size)
         self.broker = Broker(
@@ -72,6 +78,11 @@ class Server:
             interceptors.insert(0, AuthInterceptor(callers, reflection_open=config.reflection))
         self.grpc = grpc.aio.server(interceptors=interceptors, options=[("grpc.so_reuseport", 0)])
         self.port = 0
+        self.http_port = 0
+        self.gateway_enabled = config.http_port >= 0
+        self._http_socket: socket.socket | None = None
+        self.gateway: Gateway | None = None
+        self.dispatcher: Dispatcher | None = None
 
     async def start(self) -> int:
         address = f"{self.config.host}:{self.config.port}"
@@ -96,6 +107,9 @@ class Server:
         except RuntimeError as error:  # grpc's way of saying the bind failed
             await self.grpc.stop(None)
             raise SystemExit(f"cannot listen on {address}: is the port already taken?") from error
+        if self.gateway_enabled:
+            self._http_socket = self._bind_http()
+            self.http_port = self._http_socket.getsockname()[1]
         self._add_services()
         await asyncio.to_thread(migrate.upgrade, self.database)
         await self.broker.start()  # before any call: a watcher needs its position
@@ -104,6 +118,16 @@ class Server:
         # What start-up built lives as long as the process: keep it out of the cyclic
         # collector's full passes, which otherwise stall every stream while they walk it.
         gc.freeze()
+        if self.gateway is not None and self.dispatcher is not None:
+            assert self._http_socket is not None
+            await self.gateway.start(self._http_socket)
+            await self.dispatcher.start()
+            log.info(
+                "serving the REST gateway on %s:%d%s",
+                self.config.host,
+                self.http_port,
+                BASE_PATH,
+            )
         for name in ("", SERVICE_NAME):
             await self.health.set(name, health_pb2.HealthCheckResponse.SERVING)
         self._housekeeping = asyncio.create_task(self._keep_house())
@@ -130,8 +154,32 @@ class Server:
             require_client_auth=client_ca is not None,
         )
 
+    def _bind_http(self) -> socket.socket:
+        address = (self.config.host.strip("[]"), self.config.http_port)
+        try:
+            return socket.create_server(address, family=_family(self.config.host))
+        except OSError as error:
+            raise SystemExit(
+                f"cannot listen on {self.config.host}:{self.config.http_port} for HTTP: {error}"
+            ) from error
+
+    def _ssl_context(self) -> ssl.SSLContext | None:
+        """The gRPC port's TLS settings for the REST gateway too."""
+        if not self.config.tls_cert:
+            return None
+        context = ssl.create_default_context(ssl.Purpose.CLIENT_AUTH)
+        try:
+            context.load_cert_chain(self.config.tls_cert, self.config.tls_key)
+            if self.config.tls_client_ca:
+                context.load_verify_locations(self.config.tls_client_ca)
+                context.verify_mode = ssl.CERT_REQUIRED
+        except (OSError, ssl.SSLError) as error:
+            raise SystemExit(f"cannot use the TLS files: {error}") from error
+        return context
+
     def _add_services(self) -> None:
-        settings = self.config.settings(self.port)
+        # Hrefs name the REST gateway when there is one: that is where they resolve.
+        settings = self.config.settings(self.http_port if self.gateway_enabled else self.port)
         customers = ResourceService(CustomerKind(self.config.phone_region), self.database, settings)
         accounts = ResourceService(
             CustomerAccountKind(self.config.phone_region), self.database, settings
@@ -145,6 +193,13 @@ class Server:
             customers, accounts, payment_means, watching, pin_checks
         )
         service_pb2_grpc.add_CustomerManagementServiceServicer_to_server(servicer, self.grpc)
+        if self.gateway_enabled:
+            hubs = Hubs(self.database, watching, self.config.hub_allowed_hosts.split(","))
+            services = {s.kind.kind: s for s in (customers, accounts, payment_means)}
+            self.gateway = Gateway(services, hubs, self.callers, self._ssl_context())
+            self.dispatcher = Dispatcher(
+                hubs, watching, claim_interval=self.config.hub_claim_interval
+            )
         health_pb2_grpc.add_HealthServicer_to_server(self.health, self.grpc)
         if self.config.reflection:
             reflection.enable(self.grpc, SERVICE_NAME, health.SERVICE_NAME)
@@ -169,6 +224,10 @@ class Server:
         if self._housekeeping is not None:
             self._housekeeping.cancel()
         await self.health.enter_graceful_shutdown()
+        if self.dispatcher is not None:
+            await self.dispatcher.stop()
+        if self.gateway is not None:
+            await self.gateway.stop()
         await self.broker.close()  # watchers end now with their tokens, not after the grace
         await self.grpc.stop(self.config.grace_period if grace is None else grace)
         await asyncio.to_thread(self.database.close)
@@ -185,3 +244,7 @@ async def serve(config: Config) -> None:
     await stopping.wait()
     log.info("shutting down (grace period %.1fs)", config.grace_period)
     await server.stop()
+
+
+def _family(host: str) -> socket.AddressFamily:
+    return socket.AF_INET6 if ":" in host else socket.AF_INET

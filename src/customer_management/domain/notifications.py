@@ -40,6 +40,16 @@ KIND_OF_TYPE: dict[int, str] = {
 }
 
 
+def tmf_name(event_type: int) -> str:
+    """TMF's name of an event type: EVENT_TYPE_CUSTOMER_CREATE_NOTIFICATION is
+    CustomerCreateNotification."""
+    words = EventType.Name(event_type).removeprefix("EVENT_TYPE_").split("_")  # type: ignore[arg-type]
+    return "".join(word.capitalize() for word in words)
+
+
+TYPE_OF_TMF_NAME: dict[str, int] = {tmf_name(t): t for t in KIND_OF_TYPE}
+
+
 def event(
     kind: str,
     change: Change,

@@ -211,7 +211,9 @@ class ResourceService(Generic[M]):
         order_by: str,
         read_mask: FieldMask = _ALL,
         include_total_size: bool = False,
+        offset: int = 0,
     ) -> Page[M]:
+        """`offset`: rows to skip first, for the REST binding (List pages with tokens)."""
         query = listing.parse(self.kind, page_size, page_token, filter, order_by)
         paths = read_paths(self.kind.message_type.DESCRIPTOR, read_mask)
 
@@ -223,6 +225,7 @@ class ResourceService(Generic[M]):
                 order=query.order,
                 after=query.after,
                 limit=query.page_size + 1,
+                offset=offset,
             )
             # A page also ends before it outgrows what a default client accepts (4 MiB).
             page: list[ResourceRow] = []

@@ -159,6 +159,12 @@ class Watching:
         finally:
             self.broker.unsubscribe(subscription)
 
+    async def now_token(self) -> str:
+        """The token of the stream's position now: resuming from it sends every change
+        committed after this moment."""
+        history = await self.database.read(outbox.history)
+        return self._token(history.latest)
+
     async def _history(self, after: int, until: int) -> AsyncGenerator[StoredEvent]:
         """The outbox's events after `after` up to `until`, in commit order."""
         while after < until:

@@ -328,6 +328,31 @@ class EventHistory(Base):
     pruned_through: Mapped[int] = mapped_column(BigInteger)
 
 
+class HubListener(Base):
+    """A REST hub registration: where its events go, and how far delivery has got.
+
+    `resume_token` is the WatchEvents position after the last event handled, so
+    delivery resumes there after a restart. The replica holding the lease
+    (`lease_owner` until `lease_until`) is the only one delivering, which keeps the
+    listener's events in order when several replicas share the database.
+    """
+
+    __tablename__ = "hub_listener"
+
+    pk: Mapped[int] = mapped_column(BIG_ID, primary_key=True, autoincrement=True)
+    id: Mapped[str] = mapped_column(String(64), unique=True)
+    callback: Mapped[str] = mapped_column(String(2048))
+    query: Mapped[str] = mapped_column(String(2048))
+    resume_token: Mapped[str] = mapped_column(String(256))
+    create_time: Mapped[datetime] = mapped_column(UtcDateTime)
+    failures: Mapped[int] = mapped_column(Integer)
+    """Failed deliveries in a row; reset by a success."""
+    last_error: Mapped[str | None] = mapped_column(String(512))
+    last_delivery_time: Mapped[datetime | None] = mapped_column(UtcDateTime)
+    lease_owner: Mapped[str | None] = mapped_column(String(64))
+    lease_until: Mapped[datetime | None] = mapped_column(UtcDateTime)
+
+
 @dataclass(frozen=True)
 class Reference:
     """Where one resource points at another: `table.column` holds the target's id.

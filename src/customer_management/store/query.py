@@ -126,9 +126,11 @@ def page(
     order: Sequence[OrderTerm],
     after: Sequence[Any] | None,
     limit: int,
+    offset: int = 0,
 ) -> list[ResourceRow]:
-    """One page in `order` (then newest first), starting after the keyset `after`."""
-    return list(session.scalars(page_query(kind, condition, order, after, limit)))
+    """One page in `order` (then newest first), starting after the keyset `after` and
+    skipping `offset` rows (the REST binding's paging)."""
+    return list(session.scalars(page_query(kind, condition, order, after, limit, offset)))
 
 
 def explain(
@@ -149,6 +151,7 @@ def page_query(
     order: Sequence[OrderTerm],
     after: Sequence[Any] | None,
     limit: int,
+    offset: int = 0,
 ) -> Select[ResourceRow]:
     """Unset values sort after every value in ascending order and before in descending
     order, as a B-tree index walked either way has them."""
@@ -168,7 +171,7 @@ def page_query(
             for c, t in zip(columns, terms, strict=True)
         )
     )
-    return query.limit(limit)
+    return query.limit(limit).offset(offset or None)
 
 
 def count(session: Session, kind: str, condition: Condition | None) -> int:
