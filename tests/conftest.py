@@ -55,7 +55,15 @@ def database_url(
 @pytest_asyncio.fixture(scope="session")
 async def server(database_url: str) -> AsyncIterator[Server]:
     running = Server(
-        Config(port=0, database_url=database_url, base_url="https://cm.example/tmf", pool_size=8)
+        Config(
+            port=0,
+            database_url=database_url,
+            base_url="https://cm.example/tmf",
+            pool_size=8,
+            http_port=0,
+            hub_allowed_hosts="127.0.0.1",
+            hub_claim_interval=0.2,
+        )
     )
     await running.start()
     yield running

@@ -31,17 +31,22 @@ from customer_management.domain.listing import MAX_PAGE_SIZE
 from customer_management.domain.service import ResourceService
 from customer_management.rest import openapi
 from customer_management.rest.problems import problem
-from customer_management.rest.representation import from_json, in_json_terms, to_json
+from customer_management.rest.representation import (
+    attributes,
+    from_json,
+    in_json_terms,
+    to_json,
+)
 
 log = logging.getLogger(__name__)
 BASE_PATH = "/tmf-api/customerManagement/v2"
 MAX_BODY = 1024 * 1024
 RESERVED = frozenset({"fields", "offset", "limit", "sort"})
 MERGE_PATCH = "application/merge-patch+json"
-PATCH_RETRIES = 5
+PATCH_RETRIES = 20
 """Read-merge-write rounds a PATCH without If-Match makes when others write in between."""
 _KINDS = {collection: kind for kind, collection in COLLECTIONS.items()}
-_RELABEL = {"readMask": "fields", "orderBy": "sort", "pageSize": "limit"}
+_RELABEL = {"read_mask": "fields", "order_by": "sort", "page_size": "limit"}
 """List request fields, as the REST query parameters that carry them."""
 
 Handler = Callable[[web.Request], Awaitable[web.StreamResponse]]
@@ -235,9 +240,9 @@ class _Resource:
         """`fields=a,b`: first-level attributes to return (`id` always is)."""
         text = query.get("fields", "")
         names = [name.strip() for name in text.split(",") if name.strip()]
-        unknown = [n for n in names if n not in self.descriptor.fields_by_camelcase_name]
+        unknown = [n for n in names if n not in attributes(self.descriptor)]
         if unknown:
-            known = ", ".join(self.descriptor.fields_by_camelcase_name)
+            known = ", ".join(attributes(self.descriptor))
             raise _invalid("fields", f"names {unknown[0]!r}, not an attribute (use {known})")
         return FieldMask(paths=[_field_name(self.descriptor, name) for name in names])
 
@@ -247,12 +252,16 @@ class _Resource:
         try:
             yield
         except DomainError as error:
-            error = in_json_terms(error, self.kind.field)
-            if isinstance(error, InvalidArgument):
-                for i, violation in enumerate(error.violations):
-                    name = violation.field.split(".")[0].split("[")[0]
-                    if name in _RELABEL:
-                        error.violations[i] = FieldViolation(_RELABEL[name], violation.description)
+            error = in_json_terms(error, self.descriptor, self.kind.field)
+            if isinstance(error, InvalidArgument) and any(
+                v.field.split(".")[0] in _RELABEL for v in error.violations
+            ):
+                violations = [
+                    FieldViolation(_RELABEL.get(v.field.split(".")[0], v.field), v.description)
+                    for v in error.violations
+                ]
+                message = "; ".join(f"{v.field} {v.description}" for v in violations)
+                error = InvalidArgument(message, violations=violations)
             raise error from None
 
 
@@ -270,7 +279,7 @@ def merge_patch(target: Any, patch: Any) -> Any:
 
 
 def _field_name(descriptor: Any, json_name: str) -> str:
-    field = descriptor.fields_by_camelcase_name.get(json_name)
+    field = attributes(descriptor).get(json_name)
     return str(field.name) if field is not None else json_name
 
 

@@ -26,6 +26,7 @@ HTTP_STATUS = {
 STATUS_OF_REASON = {
     "ETAG_MISMATCH": 412,  # If-Match named an older version
     "RESOURCE_IN_USE": 409,  # a delete that references still prevent
+    "UNSUPPORTED_MEDIA_TYPE": 415,
 }
 
 

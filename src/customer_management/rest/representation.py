@@ -9,7 +9,7 @@ each resource has one type here; any other unknown attribute refused.
 
 from __future__ import annotations
 
-import re
+import functools
 from datetime import UTC, datetime
 from typing import Any, TypeVar
 
@@ -22,7 +22,6 @@ from customer_management.domain.validation import Violations
 
 T = TypeVar("T", bound=Message)
 TIMESTAMP = "google.protobuf.Timestamp"
-_SNAKE = re.compile(r"_([a-z0-9])")
 
 
 def to_json(message: Message) -> dict[str, Any]:
@@ -38,20 +37,32 @@ def from_json(data: Any, message_type: type[T]) -> T:
     return message
 
 
-def json_path(path: str, root: str) -> str:
+@functools.cache
+def attributes(descriptor: Any) -> dict[str, Any]:
+    """A message's fields by their JSON names (`IBAN` is bank_account.iban's)."""
+    return {field.json_name: field for field in descriptor.fields}
+
+
+def json_path(path: str, descriptor: Any, root: str) -> str:
     """A domain violation's path (`customer.contact_medium[0].medium.email_address`) as
     the REST caller wrote it (`contactMedium[0].medium.emailAddress`)."""
     if path == root:
         return "(body)"
-    path = path.removeprefix(root + ".")
-    return _SNAKE.sub(lambda m: m.group(1).upper(), path)
+    out = []
+    for part in path.removeprefix(root + ".").split("."):
+        name, bracket, index = part.partition("[")
+        field = descriptor.fields_by_name.get(name) if descriptor is not None else None
+        out.append((field.json_name if field is not None else name) + bracket + index)
+        descriptor = field.message_type if field is not None else None
+    return ".".join(out)
 
 
-def in_json_terms(error: DomainError, root: str) -> DomainError:
+def in_json_terms(error: DomainError, descriptor: Any, root: str) -> DomainError:
     """`error` with its field paths in JSON terms; other errors as they are."""
     if isinstance(error, InvalidArgument) and error.violations:
         violations = [
-            FieldViolation(json_path(v.field, root), v.description) for v in error.violations
+            FieldViolation(json_path(v.field, descriptor, root), v.description)
+            for v in error.violations
         ]
         return InvalidArgument(
             error.message, error.code, error.reason, error.metadata, violations=violations
@@ -68,7 +79,7 @@ def _merge(data: Any, message: Message, path: str, v: Violations) -> None:
         here = f"{path}.{key}" if path else str(key)
         if not isinstance(key, str) or key.startswith("@"):
             continue
-        field = descriptor.fields_by_camelcase_name.get(key)
+        field = attributes(descriptor).get(key)
         if field is None:
             v.add(here, f"is not an attribute of {descriptor.name}")
             continue
