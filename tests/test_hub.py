@@ -274,3 +274,31 @@ async def test_delivery_resumes_after_a_gateway_restart(own_database: str, hook:
         assert len(hook.received) == 4  # resumed where it stopped: nothing twice
     finally:
         await again.stop(grace=1)
+
+
+async def test_replicas_share_a_listener_and_deliver_each_event_once(own_database: str) -> None:
+    """Two gateways on one database: the listener's lease keeps its events in order and
+    single; when the replica holding it stops, the other carries on."""
+    hook = Hook()
+    await hook.start()
+    replicas = [Server(gateway_config(own_database)) for _ in range(2)]
+    for replica in replicas:
+        await replica.start()
+    try:
+        await call(replicas[0].http_port, "POST", "/hub", {"callback": hook.url})
+        for i in range(10):
+            await created(replicas[i % 2].http_port, "customer", {"name": f"c{i}"})
+        await hook.wait_for(10)
+        holder = next(r for r in replicas if r.dispatcher and r.dispatcher._deliveries)
+        await holder.stop(grace=1)
+        replicas.remove(holder)
+        for i in range(10, 15):
+            await created(replicas[0].http_port, "customer", {"name": f"c{i}"})
+        await hook.wait_for(15)
+        await asyncio.sleep(0.5)
+        names = [n["event"]["customer"]["name"] for n in hook.received]
+        assert names == [f"c{i}" for i in range(15)]
+    finally:
+        for replica in replicas:
+            await replica.stop(grace=1)
+        await hook.stop()

@@ -269,6 +269,10 @@ async def test_idempotency_key_returns_the_first_result(rest: Rest) -> None:
     assert first[0] == again[0] == 201 and first[2]["id"] == again[2]["id"]
     _, _, listed = await rest.call("GET", "/customer")
     assert len(listed) == 1
+    status, _, answer = await rest.call(
+        "POST", "/customer", {"name": "Ann"}, headers={"Idempotency-Key": "k" * 129}
+    )
+    assert (status, answer["fieldViolations"][0]["field"]) == (400, "Idempotency-Key")
 
 
 async def _people(rest: Rest) -> list[dict[str, Any]]:

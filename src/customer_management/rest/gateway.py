@@ -46,7 +46,12 @@ MERGE_PATCH = "application/merge-patch+json"
 PATCH_RETRIES = 20
 """Read-merge-write rounds a PATCH without If-Match makes when others write in between."""
 _KINDS = {collection: kind for kind, collection in COLLECTIONS.items()}
-_RELABEL = {"read_mask": "fields", "order_by": "sort", "page_size": "limit"}
+_RELABEL = {
+    "read_mask": "fields",
+    "order_by": "sort",
+    "page_size": "limit",
+    "request_id": "Idempotency-Key",
+}
 """List request fields, as the REST query parameters that carry them."""
 
 Handler = Callable[[web.Request], Awaitable[web.StreamResponse]]
