@@ -4,11 +4,13 @@ from __future__ import annotations
 
 import contextlib
 import json
+import ssl
 import subprocess
 from collections.abc import AsyncIterator
 from pathlib import Path
 from typing import Any
 
+import aiohttp
 import grpc
 import pytest
 
@@ -113,3 +115,32 @@ async def test_mutual_tls_identity_gets_its_scopes(tmp_path: Path, pki: Path) ->
             stub = service_pb2_grpc.CustomerManagementServiceStub(anonymous)
             call = stub.ListCustomers(pb.ListCustomersRequest(), timeout=3)
             assert await code_of(call) == grpc.StatusCode.UNAVAILABLE  # no certificate, no call
+
+
+async def test_the_rest_gateway_serves_https_and_knows_certificate_identities(
+    tmp_path: Path, pki: Path
+) -> None:
+    callers = tmp_path / "callers.json"
+    entry = {"identity": "billing", "subject": "CN=billing", "scopes": ["read"]}
+    callers.write_text(json.dumps({"callers": [entry]}))
+    settings = {
+        "tls_cert": str(pki / "server.pem"),
+        "tls_key": str(pki / "server.key"),
+        "tls_client_ca": str(pki / "ca.pem"),
+        "tokens_file": str(callers),
+        "http_port": 0,
+    }
+    async with running(tmp_path, **settings) as server:
+        url = f"https://localhost:{server.http_port}/tmf-api/customerManagement/v2/customer"
+        context = ssl.create_default_context(cafile=str(pki / "ca.pem"))
+        context.load_cert_chain(pki / "billing.pem", pki / "billing.key")
+        async with aiohttp.ClientSession() as session:
+            async with session.get(url, ssl=context) as response:
+                assert response.status == 200
+            async with session.post(url, json={"name": "x"}, ssl=context) as response:
+                assert response.status == 403
+                assert (await response.json())["code"] == "MISSING_SCOPE"
+            anonymous = ssl.create_default_context(cafile=str(pki / "ca.pem"))
+            with pytest.raises(aiohttp.ClientError):  # no certificate, no call
+                async with session.get(url, ssl=anonymous) as response:
+                    await response.read()

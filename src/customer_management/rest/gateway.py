@@ -127,12 +127,16 @@ class Gateway:
 
     @web.middleware
     async def _authenticate(self, request: web.Request, handler: Handler) -> web.StreamResponse:
-        """The gRPC API's callers and scopes: `Authorization: Bearer <token>`; reads need
+        """The gRPC API's callers and scopes: `Authorization: Bearer <token>` or a client
+        certificate's subject (mutual TLS); reads need
         `read`, writes `write` and hub listeners `watch`. The OpenAPI document is open."""
         if self.callers is None or request.path == f"{BASE_PATH}/openapi.json":
             return await handler(request)
         kind, _, token = request.headers.get("Authorization", "").partition(" ")
-        caller = self.callers.find(token.strip()) if kind.lower() == "bearer" else None
+        if kind.lower() == "bearer":
+            caller = self.callers.find(token.strip())
+        else:
+            caller = self.callers.by_subject(_certificate_subject(request))
         if caller is None:
             raise DomainError(
                 "a valid bearer token (Authorization: Bearer …) is required",
@@ -345,6 +349,17 @@ async def _json_body(request: web.Request) -> dict[str, Any]:
 
 def _invalid(field: str, problem_: str) -> InvalidArgument:
     return InvalidArgument(f"{field} {problem_}", violations=[FieldViolation(field, problem_)])
+
+
+def _certificate_subject(request: web.Request) -> str:
+    """`CN=…` of the client certificate TLS verified (mutual TLS); empty without one."""
+    transport = request.transport
+    certificate = transport.get_extra_info("peercert") if transport is not None else None
+    for rdn in (certificate or {}).get("subject", ()):
+        for key, value in rdn:
+            if key == "commonName":
+                return f"CN={value}"
+    return ""
 
 
 def _origin(request: web.Request) -> str:
