@@ -1,5 +1,6 @@
 """Schemathesis probes every operation of the gateway's own OpenAPI document with
-generated input: no answer is a server error, and every answer matches the document."""
+generated input, valid and invalid by the document: no answer is a server error, and
+every answer matches the document."""
 
 from __future__ import annotations
 
@@ -31,7 +32,12 @@ def probe(root: str) -> list[str]:
     operations = [result.ok() for result in schema.get_all_operations()]
     assert len(operations) == 18  # 5 per collection, 3 of the hub
 
-    for operation in operations:
+    cases = [
+        (operation, mode)
+        for operation in operations
+        for mode in (schemathesis.GenerationMode.POSITIVE, schemathesis.GenerationMode.NEGATIVE)
+    ]
+    for operation, mode in cases:
 
         @hypothesis.settings(
             max_examples=EXAMPLES,
@@ -41,15 +47,17 @@ def probe(root: str) -> list[str]:
             suppress_health_check=list(hypothesis.HealthCheck),
             phases=[hypothesis.Phase.explicit, hypothesis.Phase.generate],
         )
-        @hypothesis.given(case=operation.as_strategy())
+        @hypothesis.given(case=operation.as_strategy(generation_mode=mode))
         def run(case: schemathesis.Case) -> None:
             response = case.call(base_url=root)
             case.validate_response(response, checks=CHECKS)
 
         try:
             run()
+        except hypothesis.errors.Unsatisfiable:
+            assert mode is schemathesis.GenerationMode.NEGATIVE  # any id string is valid
         except Exception as error:  # every operation is probed, whatever one finds
-            failures.append(f"{operation.label}: {str(error)[:2000]}")
+            failures.append(f"{operation.label} ({mode.value}): {str(error)[:2000]}")
     return failures
 
 
