@@ -196,7 +196,9 @@ class Server:
         if self.gateway_enabled:
             hubs = Hubs(self.database, watching, self.config.hub_allowed_hosts.split(","))
             services = {s.kind.kind: s for s in (customers, accounts, payment_means)}
-            self.gateway = Gateway(services, hubs, self.callers, self._ssl_context())
+            self.gateway = Gateway(
+                services, hubs, self.callers, self._ssl_context(), self.config.grace_period
+            )
             self.dispatcher = Dispatcher(
                 hubs, watching, claim_interval=self.config.hub_claim_interval
             )
@@ -226,10 +228,11 @@ class Server:
         await self.health.enter_graceful_shutdown()
         if self.dispatcher is not None:
             await self.dispatcher.stop()
-        if self.gateway is not None:
-            await self.gateway.stop()
         await self.broker.close()  # watchers end now with their tokens, not after the grace
-        await self.grpc.stop(self.config.grace_period if grace is None else grace)
+        grace = self.config.grace_period if grace is None else grace
+        await asyncio.gather(
+            self.grpc.stop(grace), *([self.gateway.stop()] if self.gateway is not None else [])
+        )
         await asyncio.to_thread(self.database.close)
         log.info("stopped")
 

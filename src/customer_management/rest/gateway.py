@@ -64,8 +64,10 @@ class Gateway:
         hubs: Hubs,
         caller_table: Callers | None,
         ssl_context: ssl.SSLContext | None = None,
+        grace_period: float = 10.0,
     ) -> None:
         self.services = services
+        self.grace_period = grace_period
         self.hubs = hubs
         self.callers = caller_table
         self.ssl_context = ssl_context
@@ -90,7 +92,12 @@ class Gateway:
     async def start(self, sock: socket.socket) -> None:
         """Serves on `sock`, bound beforehand so hrefs can name its port."""
         # No access log: its request lines would carry filter values (emails, numbers).
-        self._runner = web.AppRunner(self.app, access_log=None, handle_signals=False)
+        self._runner = web.AppRunner(
+            self.app,
+            access_log=None,
+            handle_signals=False,
+            shutdown_timeout=self.grace_period,  # what requests in flight get at shutdown
+        )
         await self._runner.setup()
         await web.SockSite(self._runner, sock, ssl_context=self.ssl_context).start()
 
