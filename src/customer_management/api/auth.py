@@ -92,6 +92,25 @@ class Callers:
         return found
 
 
+def denial(caller: Caller | None, scope: str) -> DomainError | None:
+    """Why `caller` (None: nobody recognised) may not do what needs `scope`; None if it may.
+    The REST gateway asks the same."""
+    if caller is None:
+        return DomainError(
+            "a valid bearer token (authorization: Bearer …) or client certificate is required",
+            code="UNAUTHENTICATED",
+            reason="UNAUTHENTICATED",
+        )
+    if scope not in caller.scopes and "admin" not in caller.scopes:
+        return DomainError(
+            f"{caller.identity} lacks the {scope!r} scope this method needs",
+            code="PERMISSION_DENIED",
+            reason="MISSING_SCOPE",
+            metadata={"scope": scope},
+        )
+    return None
+
+
 def required_scope(method: str) -> str | None:
     """The scope a method needs; None for a method this table does not know."""
     if not method.startswith(SERVICE):
@@ -120,21 +139,9 @@ class AuthInterceptor(WrappingInterceptor):
                 reason="METHOD_NOT_ALLOWED",
             )
         caller = self._caller(context)
-        if caller is None:
-            return DomainError(
-                "a valid bearer token (authorization: Bearer …) or client certificate is required",
-                code="UNAUTHENTICATED",
-                reason="UNAUTHENTICATED",
-            )
-        current_caller.set(caller.identity)  # for created_by / updated_by, in this call
-        if scope not in caller.scopes and "admin" not in caller.scopes:
-            return DomainError(
-                f"{caller.identity} lacks the {scope!r} scope this method needs",
-                code="PERMISSION_DENIED",
-                reason="MISSING_SCOPE",
-                metadata={"scope": scope},
-            )
-        return None
+        if caller is not None:
+            current_caller.set(caller.identity)  # for created_by / updated_by, in this call
+        return denial(caller, scope)
 
     def _caller(self, context: Any) -> Caller | None:
         metadata = context.invocation_metadata() or ()

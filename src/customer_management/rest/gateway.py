@@ -17,7 +17,7 @@ from typing import Any
 from aiohttp import web
 from google.protobuf.field_mask_pb2 import FieldMask
 
-from customer_management.api.auth import Callers
+from customer_management.api.auth import Callers, denial
 from customer_management.domain import attribute_filters, callers
 from customer_management.domain.errors import (
     Aborted,
@@ -144,23 +144,13 @@ class Gateway:
             caller = self.callers.find(token.strip())
         else:
             caller = self.callers.by_subject(_certificate_subject(request))
-        if caller is None:
-            raise DomainError(
-                "a valid bearer token (Authorization: Bearer …) is required",
-                code="UNAUTHENTICATED",
-                reason="UNAUTHENTICATED",
-            )
         if request.path.startswith(f"{BASE_PATH}/hub"):
             scope = "watch"
         else:
             scope = "read" if request.method == "GET" else "write"
-        if scope not in caller.scopes and "admin" not in caller.scopes:
-            raise DomainError(
-                f"{caller.identity} lacks the {scope!r} scope this operation needs",
-                code="PERMISSION_DENIED",
-                reason="MISSING_SCOPE",
-                metadata={"scope": scope},
-            )
+        if refused := denial(caller, scope):
+            raise refused
+        assert caller is not None
         reset = callers.current.set(caller.identity)
         try:
             return await handler(request)
