@@ -157,7 +157,12 @@ async def test_bad_input_is_400_naming_each_attribute(rest: Rest) -> None:
     )
     assert status == 400
     assert answer["fieldViolations"][0]["field"] == "contactMedium[0].medium.emailAddress"
-    for raw, problem in ((b"{nope", "is not valid JSON"), (b"[1]", "must be a JSON object")):
+    for raw, problem in (
+        (b"{nope", "is not valid JSON"),
+        (b"[1]", "must be a JSON object"),
+        (b'{"a":' * 100_000, "is not valid JSON"),  # deeper than the JSON parser goes
+        (b'{"a":' * 40 + b"1" + b"}" * 40, "nests deeper than 32 levels"),
+    ):
         status, _, answer = await rest.call("POST", "/customer", raw=raw)
         assert (status, answer["fieldViolations"][0]["description"]) == (400, problem)
     status, _, answer = await rest.call(

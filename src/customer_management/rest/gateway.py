@@ -41,6 +41,8 @@ from customer_management.rest.representation import (
 log = logging.getLogger(__name__)
 BASE_PATH = "/tmf-api/customerManagement/v2"
 MAX_BODY = 1024 * 1024
+MAX_DEPTH = 32
+"""Nesting of a request body; the resources nest 6 levels at most."""
 RESERVED = frozenset({"fields", "offset", "limit", "sort"})
 MERGE_PATCH = "application/merge-patch+json"
 PATCH_RETRIES = 20
@@ -337,11 +339,26 @@ def _require_json(request: web.Request, accepted: tuple[str, ...]) -> None:
 async def _json_body(request: web.Request) -> dict[str, Any]:
     try:
         data = json.loads(await request.read())
-    except (ValueError, UnicodeDecodeError):
+    except (ValueError, UnicodeDecodeError, RecursionError):
         raise _invalid("(body)", "is not valid JSON") from None
     if not isinstance(data, dict):
         raise _invalid("(body)", "must be a JSON object")
+    if _depth(data) > MAX_DEPTH:
+        raise _invalid("(body)", f"nests deeper than {MAX_DEPTH} levels")
     return data
+
+
+def _depth(data: Any) -> int:
+    """How deeply `data` nests, counted without recursion (the body is the caller's)."""
+    deepest, pending = 0, [(data, 1)]
+    while pending:
+        node, depth = pending.pop()
+        deepest = max(deepest, depth)
+        children = (
+            node.values() if isinstance(node, dict) else node if isinstance(node, list) else ()
+        )
+        pending.extend((child, depth + 1) for child in children)
+    return deepest
 
 
 def _invalid(field: str, problem_: str) -> InvalidArgument:
