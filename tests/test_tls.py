@@ -144,3 +144,8 @@ async def test_the_rest_gateway_serves_https_and_knows_certificate_identities(
             with pytest.raises(aiohttp.ClientError):  # no certificate, no call
                 async with session.get(url, ssl=anonymous) as response:
                     await response.read()
+
+
+def test_hrefs_default_to_https_when_serving_tls() -> None:
+    assert Config(tls_cert="c.pem").href_base(8443).startswith("https://localhost:8443/")
+    assert Config().href_base(8080).startswith("http://localhost:8080/")

@@ -52,7 +52,8 @@ class Config:
 
     def href_base(self, port: int) -> str:
         """The base of every href; by default this server's own address, as bound."""
-        return self.base_url or f"http://localhost:{port}/tmf-api/customerManagement/v2"
+        scheme = "https" if self.tls_cert else "http"
+        return self.base_url or f"{scheme}://localhost:{port}/tmf-api/customerManagement/v2"
 
 
 def boolean(text: str) -> bool:
