@@ -134,6 +134,7 @@ def check_store(database_url: str, seen: Acknowledged) -> None:
     assert created_events <= set(rows), "an event of a create that is not stored"
 
 
+@pytest.mark.slow
 async def test_acknowledged_writes_survive_sigkill(own_database: str, tmp_path: Path) -> None:
     server = ServerProcess(own_database, tmp_path / "server.log")
     seen = Acknowledged()

@@ -254,8 +254,7 @@ class ResourceService(Generic[M]):
         v = Violations()
         pin = self._take_pin(patch, v)
         v.raise_if_any()
-        if pin and await self._by_id.submit(id) is None:
-            raise self.not_found(id)  # before the costly hash, not after it
+        await self._precheck(id, etag, before_hashing=bool(pin))
         pin_hash = await self._hash(pin)
         if "pin" in paths and not pin and (not update_mask.paths or WILDCARD in update_mask.paths):
             paths.remove("pin")  # the PIN is write-only: kept unless set or named in the mask
@@ -300,6 +299,7 @@ class ResourceService(Generic[M]):
 
     async def delete(self, id: str, etag: str) -> None:
         require_id(id)
+        await self._precheck(id, etag)
 
         def unit(session: Session) -> None:
             row = self._row(session, id, for_update=True)
@@ -325,6 +325,18 @@ class ResourceService(Generic[M]):
         await self.database.write(unit)
 
     # -- helpers ----------------------------------------------------------------------
+
+    async def _precheck(self, id: str, etag: str, *, before_hashing: bool = False) -> None:
+        """Refuses a stale etag (and, before a costly PIN hash, a missing resource) with
+        a batched read, before the write queue: a unit refused inside a group commit
+        makes the whole group run again unit by unit, which writers racing on one
+        resource would otherwise cause at every turn. The unit checks again."""
+        if not etag and not before_hashing:
+            return
+        row = await self._by_id.submit(id)
+        if row is None:
+            raise self.not_found(id)
+        _check_etag(row, etag)
 
     def _input(self, resource: M) -> M:
         """A copy of the caller's resource without the fields only the server sets."""
@@ -518,7 +530,7 @@ def _check_key(path: str, value: str, limit: int) -> None:
         raise InvalidArgument(f"{path} {problem}", violations=[FieldViolation(path, problem)])
 
 
-def _check_etag(row: ResourceRow, etag: str) -> None:
+def _check_etag(row: Stored, etag: str) -> None:
     if etag and etag != str(row.version):
         raise Aborted(
             f"etag {etag!r} is stale: the resource is now at {row.version}; read it again",
