@@ -46,7 +46,9 @@ def valid_requests(customer_id: str) -> dict[str, list[bytes]]:
     card = PaymentMean(
         name="card",
         type="creditCard",
-        credit_card=CreditCard(number="4111111111111111", expiration_date={"seconds": 4_000_000_000}),
+        credit_card=CreditCard(
+            number="4111111111111111", expiration_date={"seconds": 4_000_000_000}
+        ),
     )
     listing = {"page_size": 5, "filter": 'name = "Fuzz" AND status != "x"', "order_by": "name"}
     messages: dict[str, Any] = {
