@@ -83,6 +83,7 @@ async def test_read_modify_write_with_etags_loses_no_update(stub) -> None:
         pb.CreateCustomerRequest(customer=Customer(name="shared", characteristic=counters))
     )
     stale = [0]
+    acknowledged: list[str] = []
 
     async def client(i: int) -> None:
         done = backoff = 0
@@ -92,7 +93,7 @@ async def test_read_modify_write_with_etags_loses_no_update(stub) -> None:
             traits[i] = Characteristic(name=f"c{i}", value=str(int(traits[i].value) + 1))
             change = Customer(id=shared.id, etag=current.etag, characteristic=traits)
             try:
-                await stub.UpdateCustomer(
+                updated = await stub.UpdateCustomer(
                     pb.UpdateCustomerRequest(
                         customer=change, update_mask=FieldMask(paths=["characteristic"])
                     )
@@ -105,6 +106,7 @@ async def test_read_modify_write_with_etags_loses_no_update(stub) -> None:
                 backoff = min(backoff * 2 or 0.002, 1.0)
                 await asyncio.sleep(random.uniform(0, backoff))
                 continue
+            acknowledged.append(updated.etag)
             done += 1
             backoff = 0
 
@@ -112,4 +114,5 @@ async def test_read_modify_write_with_etags_loses_no_update(stub) -> None:
     final = await stub.GetCustomer(pb.GetCustomerRequest(id=shared.id))
     assert [trait.value for trait in final.characteristic] == [str(CYCLES)] * CLIENTS
     assert int(final.etag) == 1 + CLIENTS * CYCLES
+    assert len(set(acknowledged)) == len(acknowledged)  # no version was written twice
     assert stale[0] > 0  # the clients did collide

@@ -14,6 +14,7 @@ from grpc_health.v1 import health_pb2, health_pb2_grpc
 from helpers import details
 from tmf629.v1 import service_pb2 as pb
 from tmf629.v1.customer_account_pb2 import CustomerAccount
+from tmf629.v1.customer_pb2 import Customer
 from tmf629.v1.events_pb2 import WatchEventsRequest
 
 GRACE = 5.0
@@ -33,8 +34,10 @@ async def test_sigterm_under_load_drains_and_hands_watchers_their_tokens(tmp_pat
                 )
             )
             watchers = [service.WatchEvents(WatchEventsRequest()) for _ in range(3)]
+            await asyncio.sleep(0.5)
+            await service.CreateCustomer(pb.CreateCustomerRequest(customer=Customer(name="c")))
             for watcher in watchers:
-                assert (await watcher.read()).HasField("heartbeat")  # started
+                assert (await watcher.read()).HasField("event")  # started
             health = health_pb2_grpc.HealthStub(channel).Watch(health_pb2.HealthCheckRequest())
             assert (await health.read()).status == health_pb2.HealthCheckResponse.SERVING
 

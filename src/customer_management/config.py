@@ -41,6 +41,7 @@ class Config:
     event_retention_hours: float = 168.0
     heartbeat_interval: float = 30.0
     max_watchers: int = 1000
+    max_streams_per_connection: int = 1000
     watch_buffer: int = 10_000
 
     def settings(self, port: int) -> Settings:
@@ -166,6 +167,12 @@ OPTIONS: list[tuple[str, str, Callable[[str], Any], str]] = [
         "seconds of silence after which a watch stream gets a heartbeat",
     ),
     ("max_watchers", "CM_MAX_WATCHERS", int, "open WatchEvents streams this server accepts"),
+    (
+        "max_streams_per_connection",
+        "CM_MAX_STREAMS_PER_CONNECTION",
+        int,
+        "calls open at once on one HTTP/2 connection; more wait for a free stream",
+    ),
     (
         "watch_buffer",
         "CM_WATCH_BUFFER",

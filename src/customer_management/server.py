@@ -41,6 +41,21 @@ LOOPBACK = frozenset({"127.0.0.1", "::1", "[::1]", "localhost"})
 HOUSEKEEPING_INTERVAL = 600.0
 EVENT_POLL_INTERVAL = 0.25
 """Seconds between outbox reads when no commit or notification has woken the broker."""
+MAX_REQUEST_BYTES = 1024 * 1024
+"""A request message's limit: a resource is at most 512 KiB (see the README, Limits)."""
+TRANSPORT_OPTIONS = [
+    ("grpc.so_reuseport", 0),  # a second server on a taken port must fail, not share it
+    ("grpc.max_receive_message_length", MAX_REQUEST_BYTES),
+    ("grpc.max_send_message_length", 4 * 1024 * 1024),  # what a default client accepts
+    # Idle connections are pinged every minute, so a vanished watcher is noticed; clients
+    # may ping at most every 10 s (also between calls), and one that pings more often is
+    # sent GOAWAY after two strikes.
+    ("grpc.keepalive_time_ms", 60_000),
+    ("grpc.keepalive_timeout_ms", 20_000),
+    ("grpc.keepalive_permit_without_calls", 1),
+    ("grpc.http2.min_recv_ping_interval_without_data_ms", 10_000),
+    ("grpc.http2.max_ping_strikes", 2),
+]
 SERVICE_NAME = service_pb2.DESCRIPTOR.services_by_name["CustomerManagementService"].full_name
 
 
@@ -72,11 +87,16 @@ class Server:
             max_watchers=config.max_watchers,
         )
         self.health = health.aio.HealthServicer()  # type: ignore[attr-defined]
-        # No SO_REUSEPORT: a second server on a taken port must fail, not share it.
         interceptors: list[Any] = [AuditInterceptor(), ErrorInterceptor()]
         if callers is not None:
             interceptors.insert(0, AuthInterceptor(callers, reflection_open=config.reflection))
-        self.grpc = grpc.aio.server(interceptors=interceptors, options=[("grpc.so_reuseport", 0)])
+        self.grpc = grpc.aio.server(
+            interceptors=interceptors,
+            options=[
+                *TRANSPORT_OPTIONS,
+                ("grpc.max_concurrent_streams", config.max_streams_per_connection),
+            ],
+        )
         self.port = 0
         self.http_port = 0
         self.gateway_enabled = config.http_port >= 0

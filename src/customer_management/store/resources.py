@@ -80,7 +80,10 @@ def get(session: Session, kind: str, id: str, *, for_update: bool = False) -> Re
     model = ROWS[kind]
     query = select(model).where(model.id == id)
     if for_update:
-        query = query.with_for_update()
+        # The locked row as it is now: an object the session loaded before the lock
+        # (by a unit whose savepoint rolled back) would otherwise keep older values, and
+        # an etag check against them would let a concurrent update be overwritten.
+        query = query.with_for_update().execution_options(populate_existing=True)
     return session.scalars(query).one_or_none()
 
 
