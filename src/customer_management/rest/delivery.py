@@ -15,6 +15,7 @@ import contextlib
 import logging
 import random
 import uuid
+from collections import OrderedDict
 from datetime import UTC, datetime, timedelta
 from typing import Any
 
@@ -33,6 +34,8 @@ MAX_BACKOFF = 60.0
 SAVE_EVERY = 5.0
 """Seconds between position saves while a listener skips events it does not want."""
 POST_TIMEOUT = 10.0
+RECENT = 1024
+"""Notifications kept for the listeners sending them (one per recent event)."""
 
 
 class Dispatcher:
@@ -52,6 +55,7 @@ class Dispatcher:
         self._deliveries: dict[str, asyncio.Task[None]] = {}
         self._claiming: asyncio.Task[None] | None = None
         self._http: aiohttp.ClientSession | None = None
+        self._recent: OrderedDict[str, dict[str, Any]] = OrderedDict()
 
     async def start(self) -> None:
         self._http = aiohttp.ClientSession(timeout=aiohttp.ClientTimeout(total=POST_TIMEOUT))
@@ -102,7 +106,7 @@ class Dispatcher:
                         sent = None
                         if response.HasField("event"):
                             event = response.event
-                            note = notification(event)
+                            note = self._notification(event)
                             resource = next(iter(note["event"].values()))
                             if listener.interest.wants(event.event_type, resource):
                                 if not await self._post(listener, note):
@@ -121,6 +125,16 @@ class Dispatcher:
                     return
                 await asyncio.sleep(backoff)
                 backoff = min(backoff * 2, MAX_BACKOFF)
+
+    def _notification(self, event: Event) -> dict[str, Any]:
+        """The notification of an event, built once and shared by every listener that
+        sends it (none changes it), as WatchEvents shares its responses."""
+        note = self._recent.get(event.event_id)
+        if note is None:
+            note = self._recent[event.event_id] = notification(event)
+            if len(self._recent) > RECENT:
+                self._recent.popitem(last=False)
+        return note
 
     async def _post(self, listener: Listener, note: dict[str, Any]) -> bool:
         """POSTs until the callback takes it (2xx); False when the lease is lost."""

@@ -30,7 +30,7 @@ from customer_management.domain.kinds import COLLECTIONS
 from customer_management.domain.listing import MAX_PAGE_SIZE
 from customer_management.domain.service import ResourceService
 from customer_management.rest import openapi
-from customer_management.rest.problems import problem
+from customer_management.rest.problems import problem, tmf_error
 from customer_management.rest.representation import (
     attributes,
     from_json,
@@ -423,9 +423,8 @@ async def _answer_errors(request: web.Request, handler: Handler) -> web.StreamRe
     except web.HTTPException as error:
         if error.status < 400:
             raise
-        reason = error.reason.upper().replace(" ", "_")
-        document = {"code": reason, "reason": error.reason, "message": error.reason}
-        document["status"] = str(error.status)
+        code = error.reason.upper().replace(" ", "_")
+        document = tmf_error(error.status, code, error.reason, error.reason)
         headers = {k: v for k, v in error.headers.items() if k.lower() == "allow"}
         return _json(document, status=error.status, headers=headers)
     except Exception as error:

@@ -33,22 +33,18 @@ STATUS_OF_REASON = {
 def problem(error: Exception) -> tuple[int, dict[str, Any]]:
     """The HTTP status and TMF error body of a failure."""
     domain = as_domain_error(error)
-    return body(domain)
-
-
-def body(error: DomainError) -> tuple[int, dict[str, Any]]:
-    status = STATUS_OF_REASON.get(error.reason) or HTTP_STATUS.get(error.code, 500)
-    document: dict[str, Any] = {
-        "code": error.reason,
-        "reason": error.message,
-        "message": _details(error),
-        "status": str(status),
-    }
-    if isinstance(error, InvalidArgument) and error.violations:
+    status = STATUS_OF_REASON.get(domain.reason) or HTTP_STATUS.get(domain.code, 500)
+    document = tmf_error(status, domain.reason, domain.message, _details(domain))
+    if isinstance(domain, InvalidArgument) and domain.violations:
         document["fieldViolations"] = [
-            {"field": v.field, "description": v.description} for v in error.violations
+            {"field": v.field, "description": v.description} for v in domain.violations
         ]
     return status, document
+
+
+def tmf_error(status: int, code: str, reason: str, message: str) -> dict[str, Any]:
+    """TMF's error JSON; for failures HTTP itself answers too (no such path, method)."""
+    return {"code": code, "reason": reason, "message": message, "status": str(status)}
 
 
 def _details(error: DomainError) -> str:
