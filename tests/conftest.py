@@ -52,6 +52,15 @@ def database_url(
         yield from postgres_database()
 
 
+@pytest.fixture(params=["sqlite", "postgresql"])
+def own_database(request: pytest.FixtureRequest, tmp_path: Path) -> Iterator[str]:
+    """A database of the test's own, for a server the test starts, stops or starves."""
+    if request.param == "sqlite":
+        yield f"sqlite:///{tmp_path / 'own.db'}"
+    else:
+        yield from postgres_database()
+
+
 @pytest_asyncio.fixture(scope="session")
 async def server(database_url: str) -> AsyncIterator[Server]:
     running = Server(

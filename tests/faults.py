@@ -6,6 +6,7 @@ import asyncio
 import os
 import signal
 import socket
+import struct
 import sys
 from pathlib import Path
 from typing import Any
@@ -87,3 +88,65 @@ class ServerProcess:
 
 def stub(channel: grpc.aio.Channel) -> Any:
     return service_pb2_grpc.CustomerManagementServiceStub(channel)
+
+
+class TcpProxy:
+    """Forwards a local port to `upstream`; `cut` makes the upstream vanish (every
+    connection reset, new ones refused, as when a database stops) until `restore`."""
+
+    def __init__(self, upstream: tuple[str, int]) -> None:
+        self.upstream = upstream
+        self.port = free_port()
+        self._server: asyncio.Server | None = None
+        self._writers: set[asyncio.StreamWriter] = set()
+
+    async def start(self) -> None:
+        self._server = await asyncio.start_server(self._serve, "127.0.0.1", self.port)
+
+    async def _serve(self, reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
+        try:
+            up_reader, up_writer = await asyncio.open_connection(*self.upstream)
+        except OSError:
+            _reset(writer)
+            return
+        if self._server is None:  # cut while this one was connecting
+            _reset(writer)
+            _reset(up_writer)
+            return
+        self._writers |= {writer, up_writer}
+        await asyncio.gather(
+            self._pump(reader, up_writer), self._pump(up_reader, writer), return_exceptions=True
+        )
+
+    async def _pump(self, source: asyncio.StreamReader, sink: asyncio.StreamWriter) -> None:
+        try:
+            while data := await source.read(65536):
+                sink.write(data)
+                await sink.drain()
+        finally:
+            self._writers.discard(sink)
+            sink.close()
+
+    async def cut(self) -> None:
+        server, self._server = self._server, None
+        assert server is not None
+        server.close()
+        for writer in list(self._writers):
+            _reset(writer)
+        self._writers.clear()
+        await server.wait_closed()
+
+    async def restore(self) -> None:
+        await self.start()
+
+    async def stop(self) -> None:
+        if self._server is not None:
+            await self.cut()
+
+
+def _reset(writer: asyncio.StreamWriter) -> None:
+    """Closes with a TCP reset, as a connection to a process that died ends."""
+    sock = writer.get_extra_info("socket")
+    if sock is not None:
+        sock.setsockopt(socket.SOL_SOCKET, socket.SO_LINGER, struct.pack("ii", 1, 0))
+    writer.transport.abort()

@@ -6,7 +6,6 @@ from __future__ import annotations
 
 import asyncio
 import random
-from collections.abc import Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -15,7 +14,6 @@ import pytest
 from faults import ServerProcess, stub
 from sqlalchemy import create_engine, text
 
-from conftest import postgres_database
 from tmf629.v1 import service_pb2 as pb
 from tmf629.v1.common_pb2 import Characteristic, ContactMedium, Medium
 from tmf629.v1.customer_pb2 import Customer
@@ -23,14 +21,6 @@ from tmf629.v1.events_pb2 import Event, EventType
 
 ROUNDS = 5
 WRITERS = 12
-
-
-@pytest.fixture(params=["sqlite", "postgresql"])
-def own_database(request: pytest.FixtureRequest, tmp_path: Path) -> Iterator[str]:
-    if request.param == "sqlite":
-        yield f"sqlite:///{tmp_path / 'crash.db'}"
-    else:
-        yield from postgres_database()
 
 
 @dataclass

@@ -26,6 +26,7 @@ from customer_management.domain.retention import forget_old_events
 from customer_management.domain.watching import token
 from customer_management.server import Server
 from customer_management.store import outbox
+from customer_management.store.guards import Guard
 from helpers import details, fails
 from tmf629.v1 import service_pb2 as pb
 from tmf629.v1 import service_pb2_grpc
@@ -383,7 +384,7 @@ async def test_a_failed_unit_in_a_group_commit_leaves_no_event(server, sql) -> N
         return unit
 
     units = [recording("one", False), recording("bad", True), recording("two", False)]
-    outcomes = await asyncio.to_thread(server.database._run_writes, units)
+    outcomes = await asyncio.to_thread(server.database._run_writes, units, Guard())
     assert [o.value for o in outcomes] == ["one", None, "two"]
     assert isinstance(outcomes[1].error, ValueError)
     stored = sql("SELECT resource_id FROM event WHERE seq > :s ORDER BY seq", s=start)

@@ -24,6 +24,9 @@ class Config:
     database_url: str = DEFAULT_DATABASE_URL
     base_url: str = ""
     pool_size: int = 10
+    pool_timeout: float = 2.0
+    work_timeout: float = 30.0
+    health_interval: float = 1.0
     grace_period: float = 10.0
     pin_pepper: str = ""
     pin_lock_minutes: float = 15.0
@@ -100,6 +103,24 @@ OPTIONS: list[tuple[str, str, Callable[[str], Any], str]] = [
         "base of every href (default http://localhost:PORT/tmf-api/customerManagement/v2)",
     ),
     ("pool_size", "CM_POOL_SIZE", int, "database connections (and worker threads)"),
+    (
+        "pool_timeout",
+        "CM_POOL_TIMEOUT",
+        float,
+        "seconds a call waits for a database connection before UNAVAILABLE (DATABASE_BUSY)",
+    ),
+    (
+        "work_timeout",
+        "CM_WORK_TIMEOUT",
+        float,
+        "seconds any database work may take, for callers without a shorter deadline",
+    ),
+    (
+        "health_interval",
+        "CM_HEALTH_INTERVAL",
+        float,
+        "seconds between the database checks behind the health status",
+    ),
     ("grace_period", "CM_GRACE_PERIOD", float, "seconds in-flight calls get at shutdown"),
     ("pin_pepper", "CM_PIN_PEPPER", str, "server-side secret mixed into every PIN hash"),
     (

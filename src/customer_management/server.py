@@ -34,6 +34,7 @@ from customer_management.rest.delivery import Dispatcher
 from customer_management.rest.gateway import BASE_PATH, Gateway
 from customer_management.store import migrate
 from customer_management.store.database import Database
+from customer_management.store.errors import StoreBusy
 from tmf629.v1 import service_pb2, service_pb2_grpc
 
 log = logging.getLogger(__name__)
@@ -78,7 +79,13 @@ class Server:
         callers = Callers.load(config.tokens_file) if config.tokens_file else None
         self.callers = callers
         self._housekeeping: asyncio.Task[None] | None = None
-        self.database = Database(config.database_url, pool_size=config.pool_size)
+        self._monitor: asyncio.Task[None] | None = None
+        self.database = Database(
+            config.database_url,
+            pool_size=config.pool_size,
+            pool_timeout=config.pool_timeout,
+            work_timeout=config.work_timeout,
+        )
         self.broker = Broker(
             self.database,
             poll_interval=EVENT_POLL_INTERVAL,
@@ -148,9 +155,9 @@ class Server:
                 self.http_port,
                 BASE_PATH,
             )
-        for name in ("", SERVICE_NAME):
-            await self.health.set(name, health_pb2.HealthCheckResponse.SERVING)
+        await self._set_health(serving=True)
         self._housekeeping = asyncio.create_task(self._keep_house())
+        self._monitor = asyncio.create_task(self._follow_database())
         log.info(
             "serving %s on %s:%d, database %s",
             SERVICE_NAME,
@@ -226,6 +233,37 @@ class Server:
         if self.config.reflection:
             reflection.enable(self.grpc, SERVICE_NAME, health.SERVICE_NAME)
 
+    async def _set_health(self, *, serving: bool) -> None:
+        status = health_pb2.HealthCheckResponse.SERVING
+        if not serving:
+            status = health_pb2.HealthCheckResponse.NOT_SERVING
+        for name in ("", SERVICE_NAME):
+            await self.health.set(name, status)
+
+    async def _follow_database(self) -> None:
+        """Health follows the database: NOT_SERVING while it cannot be reached (or does
+        not answer), SERVING again as soon as it does, with no restart. A busy database
+        (no connection free) changes nothing: it is answering, just not at once."""
+        serving = True
+        # Longer than a ping's wait for a connection, so that only silence counts.
+        patience = self.config.pool_timeout + 1.0
+        while True:
+            await asyncio.sleep(self.config.health_interval)
+            try:
+                await asyncio.wait_for(self.database.ping(), patience)
+                up = True
+            except StoreBusy:
+                up = serving
+            except Exception as error:
+                up = False
+                if serving:
+                    log.warning("the database does not answer (%s): NOT_SERVING", _why(error))
+            if up != serving:
+                serving = up
+                await self._set_health(serving=up)
+                if up:
+                    log.warning("the database answers again: SERVING")
+
     async def _keep_house(self) -> None:
         retention = timedelta(hours=self.config.request_id_retention_hours)
         event_retention = timedelta(hours=self.config.event_retention_hours)
@@ -243,8 +281,9 @@ class Server:
 
     async def stop(self, grace: float | None = None) -> None:
         """NOT_SERVING first, then in-flight calls get `grace` seconds to finish."""
-        if self._housekeeping is not None:
-            self._housekeeping.cancel()
+        for task in (self._housekeeping, self._monitor):
+            if task is not None:
+                task.cancel()
         await self.health.enter_graceful_shutdown()
         if self.dispatcher is not None:
             await self.dispatcher.stop()
@@ -267,6 +306,10 @@ async def serve(config: Config) -> None:
     await stopping.wait()
     log.info("shutting down (grace period %.1fs)", config.grace_period)
     await server.stop()
+
+
+def _why(error: Exception) -> str:
+    return str(error) or type(error).__name__
 
 
 def _family(host: str) -> socket.AddressFamily:

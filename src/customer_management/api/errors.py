@@ -24,7 +24,12 @@ from customer_management.domain.errors import (
     InvalidArgument,
     Unavailable,
 )
-from customer_management.store.errors import StoreConflict, StoreUnavailable
+from customer_management.store.errors import (
+    StoreBusy,
+    StoreCancelled,
+    StoreConflict,
+    StoreUnavailable,
+)
 
 DOMAIN = "tmf629.customer-management"
 
@@ -103,6 +108,15 @@ def as_domain_error(error: Exception) -> DomainError:
         return error
     if isinstance(error, StoreUnavailable):
         return Unavailable(f"the database is unavailable: {error}")
+    if isinstance(error, StoreBusy):
+        return Unavailable(f"the database is busy: {error}; retry", reason="DATABASE_BUSY")
+    if isinstance(error, StoreCancelled):
+        # Only a caller still waiting sees this: the work ran past the work timeout.
+        return DomainError(
+            f"the database work took too long and was stopped: {error}",
+            code="DEADLINE_EXCEEDED",
+            reason="DATABASE_TIMEOUT",
+        )
     if isinstance(error, StoreConflict):
         log.info("constraint refused a write: %s", error)
         return DomainError(

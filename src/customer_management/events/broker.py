@@ -18,8 +18,11 @@ from collections import deque
 from collections.abc import Callable
 from enum import Enum
 
+import psycopg
+
 from customer_management.store import outbox
 from customer_management.store.database import Database
+from customer_management.store.errors import StoreError
 from customer_management.store.outbox import StoredEvent
 
 log = logging.getLogger(__name__)
@@ -132,15 +135,22 @@ class Broker:
             subscription.end(Ended.SHUTDOWN)
 
     async def _follow(self) -> None:
+        failing = False
         while True:
             with contextlib.suppress(TimeoutError):
                 await asyncio.wait_for(self._wake.wait(), self.poll_interval)
             self._wake.clear()
             try:
                 await self._read_new()
-            except Exception:
-                log.warning("reading the event outbox failed; retrying", exc_info=True)
+            except Exception as error:
+                if not failing:  # once per outage, not once a second
+                    _failed("reading the event outbox", error)
+                failing = True
                 await asyncio.sleep(RETRY_DELAY)
+                continue
+            if failing:
+                log.warning("reading the event outbox works again; watchers carry on")
+            failing = False
 
     def _committed_here(self, events: list[StoredEvent]) -> None:
         """This process's own commit: its events go out at once while they follow on
@@ -181,10 +191,23 @@ class Broker:
 
     async def _listen(self) -> None:
         """PostgreSQL notifications from every replica's commits, as wake-ups."""
+        failing = False
         while True:
             try:
                 async for _ in outbox.notifications(self.database.url):
+                    failing = False
                     self._wake.set()
-            except Exception:
-                log.warning("listening for event notifications failed; retrying", exc_info=True)
+            except Exception as error:
+                if not failing:
+                    _failed("listening for event notifications", error)
+                failing = True
+            self._wake.set()  # a commit notified while not listening is read now
             await asyncio.sleep(RETRY_DELAY)
+
+
+def _failed(what: str, error: Exception) -> None:
+    """A lost database is expected and said in one line; anything else with its trace."""
+    if isinstance(error, (StoreError, psycopg.OperationalError)):
+        log.warning("%s failed (%s); retrying every %g s", what, error, RETRY_DELAY)
+    else:
+        log.warning("%s failed; retrying every %g s", what, RETRY_DELAY, exc_info=error)

@@ -5,6 +5,9 @@ transaction) on a thread so the event loop never waits on the database. SQLite
 allows one writer at a time, so its writes go through a single thread and begin
 with BEGIN IMMEDIATE: writers queue in the process instead of failing with
 "database is locked", and readers keep going in parallel under WAL.
+
+No unit waits more than `pool_timeout` for a connection (StoreBusy), none runs past
+`work_timeout`, and one whose callers have all gone is stopped (guards.py).
 """
 
 from __future__ import annotations
@@ -14,6 +17,7 @@ import concurrent.futures
 import functools
 import logging
 import threading
+import time
 from collections.abc import AsyncGenerator, Callable, Iterator, Sequence
 from concurrent.futures import ThreadPoolExecutor
 from contextlib import contextmanager
@@ -24,15 +28,34 @@ from sqlalchemy.engine import make_url
 from sqlalchemy.exc import DBAPIError, IntegrityError, OperationalError
 from sqlalchemy.orm import Session, sessionmaker
 
-from customer_management.store import outbox
+from customer_management.store import guards, outbox
 from customer_management.store.batching import Batcher, Item, Outcome, Result
-from customer_management.store.errors import StoreConflict, StoreUnavailable, StreamStalled
+from customer_management.store.errors import (
+    StoreBusy,
+    StoreCancelled,
+    StoreConflict,
+    StoreUnavailable,
+    StreamStalled,
+)
+from customer_management.store.guards import Guard
 from customer_management.store.outbox import StoredEvent
 
 T = TypeVar("T")
 log = logging.getLogger(__name__)
 
-SQLITE_BUSY_TIMEOUT_MS = 30_000
+SQLITE_BUSY_TIMEOUT = 30.0
+"""Seconds a SQLite writer waits for another process's write lock."""
+SQLITE_BUSY_STEP_MS = 50
+"""The writer waits in steps this long, so that a cancelled unit stops waiting (sqlite3's
+interrupt does not end a lock wait)."""
+POSTGRES_CONNECT_ARGS = {
+    "connect_timeout": 5,
+    # A connection whose peer vanished without a word fails within about 30 s.
+    "keepalives_idle": 10,
+    "keepalives_interval": 5,
+    "keepalives_count": 3,
+    "tcp_user_timeout": 30_000,
+}
 STREAM_STALL = 60.0
 """Seconds a `stream` waits for its consumer to take the next item before it gives up."""
 STREAM_THREADS = 2
@@ -60,14 +83,23 @@ def _sqlite_engine(url: str, *, writer: bool, pool_size: int) -> Engine:
         # FULL: a commit is on disk before it is acknowledged, even on power loss.
         cursor.execute("PRAGMA synchronous=FULL")
         cursor.execute("PRAGMA foreign_keys=ON")
-        cursor.execute(f"PRAGMA busy_timeout={SQLITE_BUSY_TIMEOUT_MS}")
+        busy = SQLITE_BUSY_STEP_MS if writer else int(SQLITE_BUSY_TIMEOUT * 1000)
+        cursor.execute(f"PRAGMA busy_timeout={busy}")
         cursor.close()
 
     if writer:
 
         @event.listens_for(engine, "begin")
         def _begin(connection: Any) -> None:
-            connection.exec_driver_sql("BEGIN IMMEDIATE")
+            give_up = time.monotonic() + SQLITE_BUSY_TIMEOUT
+            while True:
+                try:
+                    connection.exec_driver_sql("BEGIN IMMEDIATE")
+                    return
+                except OperationalError as error:
+                    locked = "locked" in str(error.orig)
+                    if not locked or guards.cancelled() or time.monotonic() > give_up:
+                        raise
 
     # Readers run single statements in SQLite's own autocommit: each is one snapshot.
     return engine
@@ -81,8 +113,18 @@ class Database:
     unit never undoes the others (see `_run_writes`).
     """
 
-    def __init__(self, url: str, *, pool_size: int = 10, max_batch: int = 128) -> None:
+    def __init__(
+        self,
+        url: str,
+        *,
+        pool_size: int = 10,
+        max_batch: int = 128,
+        pool_timeout: float = 2.0,
+        work_timeout: float = 30.0,
+    ) -> None:
         self.url = make_url(url)
+        self.pool_timeout = pool_timeout
+        self.work_timeout = work_timeout
         self.is_sqlite = self.url.get_backend_name() == "sqlite"
         # Batches in flight at once. Few, because every batch's Python work takes the GIL
         # from the event loop; PostgreSQL gets two so one can wait on the network.
@@ -93,7 +135,12 @@ class Database:
             self.read_engine = _sqlite_engine(url, writer=False, pool_size=pool_size)
         else:
             self.write_engine = create_engine(
-                url, pool_size=writers, max_overflow=0, pool_pre_ping=True, hide_parameters=True
+                url,
+                pool_size=writers,
+                max_overflow=0,
+                pool_pre_ping=True,
+                hide_parameters=True,
+                connect_args=POSTGRES_CONNECT_ARGS,
             )
             # Every read is one statement: no BEGIN/COMMIT round trips around it.
             self.read_engine = create_engine(
@@ -103,14 +150,19 @@ class Database:
                 pool_pre_ping=True,
                 isolation_level="AUTOCOMMIT",
                 hide_parameters=True,
+                connect_args=POSTGRES_CONNECT_ARGS,
             )
-        self._write_sessions = sessionmaker(self.write_engine, expire_on_commit=False)
-        self._read_sessions = sessionmaker(self.read_engine, expire_on_commit=False)
+        self._sessions = sessionmaker(expire_on_commit=False)
         self._writers = ThreadPoolExecutor(writers, thread_name_prefix="db-write")
         self._readers = ThreadPoolExecutor(pool_size, thread_name_prefix="db-read")
         self._streams = ThreadPoolExecutor(STREAM_THREADS, thread_name_prefix="db-stream")
         self._writes: Batcher[Callable[[Session], Any], Any] = Batcher(
-            self._writers, self._run_writes, lanes=writers, max_batch=max_batch
+            self._writers,
+            self._run_writes,
+            lanes=writers,
+            max_batch=max_batch,
+            wait_timeout=pool_timeout,
+            run_timeout=work_timeout,
         )
         self._event_listeners: list[Callable[[list[StoredEvent]], object]] = []
 
@@ -121,8 +173,32 @@ class Database:
     async def read(self, work: Callable[[Session], T]) -> T:
         """Runs `work` in a read-only transaction."""
         loop = asyncio.get_running_loop()
-        unit = functools.partial(_unit, self._read_sessions, work)
-        return await loop.run_in_executor(self._readers, unit)
+        guard = Guard()
+        unit = functools.partial(self._unit, work)
+        done = loop.run_in_executor(self._readers, guard.run, unit)
+        done.add_done_callback(_retrieved)  # a caller that left does not take the error
+        overrun = loop.call_later(self.work_timeout, guard.cancel)
+        try:
+            finished, _ = await asyncio.wait({done}, timeout=self.pool_timeout)
+            if not finished and guard.expire():  # still waiting for a thread
+                done.cancel()
+                raise StoreBusy(f"no database connection was free for {self.pool_timeout:g} s")
+            return await done
+        except asyncio.CancelledError:
+            guard.cancel()  # the caller has gone
+            raise
+        finally:
+            overrun.cancel()
+
+    def _unit(self, work: Callable[[Session], T], guard: Guard) -> T:
+        with (
+            _store_errors(),
+            self.read_engine.connect() as connection,
+            guard.holding(connection),
+            self._sessions(bind=connection) as session,
+            session.begin(),
+        ):
+            return work(session)
 
     async def stream(self, work: Callable[[Session], Iterator[T]]) -> AsyncGenerator[T]:
         """Runs `work` in one consistent read-only transaction on a snapshot thread and
@@ -206,29 +282,42 @@ class Database:
     ) -> Batcher[Item, Result]:
         """A batched read: concurrent requests go to `run` together, as one statement."""
 
-        def batch(items: Sequence[Item]) -> Sequence[Outcome[Result]]:
-            with _store_errors(), self.read_engine.connect() as connection:
+        def batch(items: Sequence[Item], guard: Guard) -> Sequence[Outcome[Result]]:
+            with (
+                _store_errors(),
+                self.read_engine.connect() as connection,
+                guard.holding(connection),
+            ):
                 return run(connection, items)
 
-        return Batcher(self._readers, batch, lanes=self._lanes, max_batch=max_batch)
+        return Batcher(
+            self._readers,
+            batch,
+            lanes=self._lanes,
+            max_batch=max_batch,
+            wait_timeout=self.pool_timeout,
+            run_timeout=self.work_timeout,
+        )
 
     def on_events(self, listener: Callable[[list[StoredEvent]], object]) -> None:
         """Calls `listener` (on a worker thread) with the events of each commit that
         wrote some, once it has committed."""
         self._event_listeners.append(listener)
 
-    def _run_writes(self, works: Sequence[Callable[[Session], Any]]) -> list[Outcome[Any]]:
+    def _run_writes(
+        self, works: Sequence[Callable[[Session], Any]], guard: Guard
+    ) -> list[Outcome[Any]]:
         """Commits the batch as one transaction. Units of work must be re-runnable: when
         one fails, the batch runs again with each unit in a savepoint of its own."""
         if len(works) == 1:
-            return [Outcome(value=self._commit(works[0]))]
+            return [Outcome(value=self._commit(works[0], guard))]
 
         def all_together(session: Session) -> list[Outcome[Any]]:
             return [Outcome(value=work(session)) for work in works]
 
         try:
-            return self._commit(all_together)
-        except StoreUnavailable:
+            return self._commit(all_together, guard)
+        except (StoreUnavailable, StoreCancelled):
             raise
         except Exception:
             pass
@@ -245,11 +334,17 @@ class Database:
                     outcomes.append(Outcome(error=_translate(error)))
             return outcomes
 
-        return self._commit(each_in_a_savepoint)
+        return self._commit(each_in_a_savepoint, guard)
 
-    def _commit(self, work: Callable[[Session], T]) -> T:
+    def _commit(self, work: Callable[[Session], T], guard: Guard) -> T:
         """Runs `work` in a transaction that ends by writing its events, then commits."""
-        with _store_errors(), self._write_sessions() as session, session.begin():
+        with (
+            _store_errors(),
+            self.write_engine.connect() as connection,
+            guard.holding(connection),
+            self._sessions(bind=connection) as session,
+            session.begin(),
+        ):
             result = work(session)
             events = outbox.flush(session)
         if events:
@@ -285,9 +380,9 @@ class Database:
         self.read_engine.dispose()
 
 
-def _unit(sessions: sessionmaker[Session], work: Callable[[Session], T]) -> T:
-    with _store_errors(), sessions() as session, session.begin():
-        return work(session)
+def _retrieved(future: asyncio.Future[Any]) -> None:
+    if not future.cancelled():
+        future.exception()
 
 
 @contextmanager

@@ -15,3 +15,11 @@ class StoreConflict(StoreError):
 
 class StreamStalled(StoreError):
     """A streamed read gave up: its consumer took nothing for too long."""
+
+
+class StoreBusy(StoreError):
+    """No database connection became free within the pool timeout."""
+
+
+class StoreCancelled(StoreError):
+    """The work was stopped: every caller it served had gone, or it took too long."""

@@ -1,0 +1,117 @@
+"""Database work that nobody waits for any more is stopped, not left to run.
+
+Every unit of work runs on a worker thread under a Guard. The event loop cancels the
+guard when every caller the unit serves has gone (grpc cancels a handler when its
+caller cancels or its deadline passes), or when the unit has taken the database's work
+timeout. A unit still queued then never starts; a running one has its statement
+interrupted (psycopg's cancel, sqlite3's interrupt, or the end of a SQLite lock wait)
+and its connection is discarded rather than pooled, since a cancel that arrives late
+would otherwise hit the next statement run on it.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import threading
+from collections.abc import Callable, Iterator
+from contextlib import contextmanager
+from enum import Enum
+from typing import Any, TypeVar
+
+from sqlalchemy import Connection
+
+from customer_management.store.errors import StoreCancelled
+
+T = TypeVar("T")
+_current = threading.local()
+
+
+class _State(Enum):
+    QUEUED = "queued"
+    RUNNING = "running"
+    CANCELLED = "cancelled"
+    DONE = "done"
+
+
+class Guard:
+    def __init__(self) -> None:
+        self._lock = threading.Lock()
+        self._state = _State.QUEUED
+        self._dbapi: Any = None
+
+    @property
+    def cancelled(self) -> bool:
+        return self._state is _State.CANCELLED
+
+    def run(self, work: Callable[[Guard], T]) -> T:
+        """Runs `work` on this (worker) thread, unless the guard was cancelled first."""
+        with self._lock:
+            if self._state is not _State.QUEUED:
+                raise StoreCancelled("nobody waits for this database work any more")
+            self._state = _State.RUNNING
+        _current.guard = self
+        try:
+            return work(self)
+        finally:
+            _current.guard = None
+            with self._lock:
+                if self._state is _State.RUNNING:
+                    self._state = _State.DONE
+
+    def expire(self) -> bool:
+        """Cancels the work if it has not started; says whether it had not."""
+        with self._lock:
+            if self._state is not _State.QUEUED:
+                return False
+            self._state = _State.CANCELLED
+            return True
+
+    def cancel(self) -> None:
+        """Stops the work: before it starts, or by interrupting its statement. Called on
+        the event loop; psycopg's cancel opens a connection, so it runs on a thread."""
+        with self._lock:
+            if self._state in (_State.DONE, _State.CANCELLED):
+                return
+            self._state = _State.CANCELLED
+            dbapi = self._dbapi
+        if dbapi is None:
+            return
+        if hasattr(dbapi, "cancel_safe"):  # psycopg
+            threading.Thread(target=_quietly, args=(dbapi.cancel_safe,), daemon=True).start()
+        else:  # sqlite3
+            dbapi.interrupt()
+
+    @contextmanager
+    def holding(self, connection: Connection) -> Iterator[None]:
+        """Runs the block with `connection` interruptible by `cancel`; what the block
+        raises after a cancel is StoreCancelled, and the connection is not reused."""
+        dbapi = connection.connection.dbapi_connection
+        with self._lock:
+            cancelled = self._state is _State.CANCELLED
+            self._dbapi = dbapi
+        try:
+            if cancelled:
+                raise StoreCancelled("nobody waits for this database work any more")
+            yield
+        except StoreCancelled:
+            raise
+        except Exception as error:
+            if self.cancelled:
+                raise StoreCancelled("the database work was stopped") from error
+            raise
+        finally:
+            with self._lock:
+                self._dbapi = None
+            if self.cancelled:
+                connection.invalidate()
+
+
+def cancelled() -> bool:
+    """Whether the unit of work running on this thread has been cancelled."""
+    guard: Guard | None = getattr(_current, "guard", None)
+    return guard is not None and guard.cancelled
+
+
+def _quietly(cancel: Callable[[], object]) -> None:
+    with contextlib.suppress(Exception):  # the connection may be gone: nothing to stop
+        cancel()
