@@ -8,7 +8,8 @@ request. That is group commit for writes and one `IN (…)` query for reads by i
 A request waits at most `wait_timeout` for a lane (then StoreBusy, so a stalled database
 is answered at once instead of piling up callers); a request whose caller has gone
 leaves no work behind: it is dropped while it waits, and a running batch whose callers
-have all gone is cancelled (see guards.py), as is one that runs past `run_timeout`.
+have all gone is cancelled (see guards.py), as is one that runs past `run_timeout`. The
+database's Sweeper enforces both limits.
 """
 
 from __future__ import annotations
@@ -22,7 +23,7 @@ from functools import partial
 from typing import Generic, TypeVar
 
 from customer_management.store.errors import StoreBusy
-from customer_management.store.guards import Guard
+from customer_management.store.guards import Guard, Sweeper
 
 Item = TypeVar("Item")
 Result = TypeVar("Result")
@@ -36,11 +37,30 @@ class Outcome(Generic[Result]):
     error: BaseException | None = None
 
 
-@dataclass(frozen=True)
+class _Batch:
+    """A batch in flight: cancelled once none of its callers waits for it."""
+
+    __slots__ = ("guard", "started", "waiting")
+
+    def __init__(self, guard: Guard, waiting: int, started: float) -> None:
+        self.guard = guard
+        self.waiting = waiting
+        self.started = started
+
+    def left(self) -> None:
+        self.waiting -= 1
+        if not self.waiting:
+            self.guard.cancel()
+
+
 class _Request(Generic[Item, Result]):
-    item: Item
-    future: asyncio.Future[Result]
-    since: float
+    __slots__ = ("batch", "future", "item", "since")
+
+    def __init__(self, item: Item, future: asyncio.Future[Result], since: float) -> None:
+        self.item = item
+        self.future = future
+        self.since = since
+        self.batch: _Batch | None = None
 
 
 class Batcher(Generic[Item, Result]):
@@ -53,6 +73,7 @@ class Batcher(Generic[Item, Result]):
         max_batch: int,
         wait_timeout: float,
         run_timeout: float,
+        sweeper: Sweeper,
     ) -> None:
         self._executor = executor
         self._run = run
@@ -63,21 +84,27 @@ class Batcher(Generic[Item, Result]):
         self._in_flight = 0
         self._waiting: deque[_Request[Item, Result]] = deque()
         self._scheduled = False
-        self._expiry: asyncio.TimerHandle | None = None
+        self._running: set[_Batch] = set()
+        self._sweeper = sweeper
+        sweeper.add(self._sweep)
 
     async def submit(self, item: Item) -> Result:
         loop = asyncio.get_running_loop()
         future: asyncio.Future[Result] = loop.create_future()
-        self._waiting.append(_Request(item, future, loop.time()))
-        if self._in_flight < self._lanes:
-            if not self._scheduled:
-                # Dispatch at the end of this turn of the loop, so that the requests the
-                # loop is handling now leave together.
-                self._scheduled = True
-                loop.call_soon(self._dispatch)
-        elif self._expiry is None:
-            self._expiry = loop.call_later(self._wait_timeout, self._expire)
-        return await future
+        request = _Request(item, future, loop.time())
+        self._waiting.append(request)
+        self._sweeper.ensure(loop)
+        if self._in_flight < self._lanes and not self._scheduled:
+            # Dispatch at the end of this turn of the loop, so that the requests the
+            # loop is handling now leave together.
+            self._scheduled = True
+            loop.call_soon(self._dispatch)
+        try:
+            return await future
+        except asyncio.CancelledError:  # the caller has gone
+            if request.batch is not None:
+                request.batch.left()
+            raise
 
     def _dispatch(self) -> None:
         self._scheduled = False
@@ -93,44 +120,36 @@ class Batcher(Generic[Item, Result]):
         self._in_flight += 1
         loop = asyncio.get_running_loop()
         guard = Guard()
+        state = _Batch(guard, len(batch), loop.time())
+        for request in batch:
+            request.batch = state
+        self._running.add(state)
         work = partial(self._run, [request.item for request in batch])
         done = loop.run_in_executor(self._executor, guard.run, work)
-        waiting = len(batch)
+        done.add_done_callback(lambda finished: self._settle(batch, finished, state))
 
-        def gone(future: asyncio.Future[Result]) -> None:
-            nonlocal waiting
-            if future.cancelled():
-                waiting -= 1
-                if not waiting:
-                    guard.cancel()
-
-        for request in batch:
-            request.future.add_done_callback(gone)
-        overrun = loop.call_later(self._run_timeout, guard.cancel)
-        done.add_done_callback(lambda finished: self._settle(batch, finished, overrun))
-
-    def _expire(self) -> None:
-        """Fails the requests that have waited `wait_timeout` for a lane."""
-        self._expiry = None
-        loop = asyncio.get_running_loop()
-        limit = loop.time() - self._wait_timeout
+    def _sweep(self, now: float) -> bool:
+        """Fails the requests that have waited `wait_timeout` for a lane and stops the
+        batches that have run for `run_timeout`; says whether any are left to watch."""
+        limit = now - self._wait_timeout
         while self._waiting and self._waiting[0].since <= limit:
             request = self._waiting.popleft()
             if not request.future.done():
                 request.future.set_exception(
                     StoreBusy(f"no database connection was free for {self._wait_timeout:g} s")
                 )
-        if self._waiting:
-            at = self._waiting[0].since + self._wait_timeout
-            self._expiry = loop.call_at(at, self._expire)
+        for batch in self._running:
+            if batch.started <= now - self._run_timeout:
+                batch.guard.cancel()
+        return bool(self._waiting or self._running)
 
     def _settle(
         self,
         batch: list[_Request[Item, Result]],
         finished: asyncio.Future[Sequence[Outcome[Result]]],
-        overrun: asyncio.TimerHandle,
+        state: _Batch,
     ) -> None:
-        overrun.cancel()
+        self._running.discard(state)
         self._in_flight -= 1
         error = finished.exception()
         outcomes = (
@@ -145,6 +164,3 @@ class Batcher(Generic[Item, Result]):
                 request.future.set_result(outcome.value)  # type: ignore[arg-type]
         if self._waiting and self._in_flight < self._lanes:
             self._dispatch()
-        if not self._waiting and self._expiry is not None:
-            self._expiry.cancel()
-            self._expiry = None

@@ -37,7 +37,7 @@ from customer_management.store.errors import (
     StoreUnavailable,
     StreamStalled,
 )
-from customer_management.store.guards import Guard
+from customer_management.store.guards import Guard, Sweeper
 from customer_management.store.outbox import StoredEvent
 
 T = TypeVar("T")
@@ -156,6 +156,10 @@ class Database:
         self._writers = ThreadPoolExecutor(writers, thread_name_prefix="db-write")
         self._readers = ThreadPoolExecutor(pool_size, thread_name_prefix="db-read")
         self._streams = ThreadPoolExecutor(STREAM_THREADS, thread_name_prefix="db-stream")
+        self._sweeper = Sweeper()
+        self._reads: dict[Guard, tuple[float, asyncio.Future[Any], asyncio.Future[Any]]] = {}
+        """Each read in progress: when it was asked for, its answer and its thread's job."""
+        self._sweeper.add(self._sweep_reads)
         self._writes: Batcher[Callable[[Session], Any], Any] = Batcher(
             self._writers,
             self._run_writes,
@@ -163,6 +167,7 @@ class Database:
             max_batch=max_batch,
             wait_timeout=pool_timeout,
             run_timeout=work_timeout,
+            sweeper=self._sweeper,
         )
         self._event_listeners: list[Callable[[list[StoredEvent]], object]] = []
 
@@ -174,21 +179,30 @@ class Database:
         """Runs `work` in a read-only transaction."""
         loop = asyncio.get_running_loop()
         guard = Guard()
-        unit = functools.partial(self._unit, work)
-        done = loop.run_in_executor(self._readers, guard.run, unit)
-        done.add_done_callback(_retrieved)  # a caller that left does not take the error
-        overrun = loop.call_later(self.work_timeout, guard.cancel)
+        answer: asyncio.Future[T] = loop.create_future()
+        done = loop.run_in_executor(self._readers, guard.run, functools.partial(self._unit, work))
+        done.add_done_callback(functools.partial(_relay, answer))
+        self._reads[guard] = (loop.time(), answer, done)
+        self._sweeper.ensure(loop)
         try:
-            finished, _ = await asyncio.wait({done}, timeout=self.pool_timeout)
-            if not finished and guard.expire():  # still waiting for a thread
-                done.cancel()
-                raise StoreBusy(f"no database connection was free for {self.pool_timeout:g} s")
-            return await done
+            return await answer
         except asyncio.CancelledError:
             guard.cancel()  # the caller has gone
             raise
         finally:
-            overrun.cancel()
+            del self._reads[guard]
+
+    def _sweep_reads(self, now: float) -> bool:
+        for guard, (since, answer, done) in self._reads.items():
+            if now - since >= self.pool_timeout and guard.expire():  # still without a thread
+                done.cancel()
+                if not answer.done():
+                    answer.set_exception(
+                        StoreBusy(f"no database connection was free for {self.pool_timeout:g} s")
+                    )
+            elif now - since >= self.work_timeout:
+                guard.cancel()
+        return bool(self._reads)
 
     def _unit(self, work: Callable[[Session], T], guard: Guard) -> T:
         with (
@@ -297,6 +311,7 @@ class Database:
             max_batch=max_batch,
             wait_timeout=self.pool_timeout,
             run_timeout=self.work_timeout,
+            sweeper=self._sweeper,
         )
 
     def on_events(self, listener: Callable[[list[StoredEvent]], object]) -> None:
@@ -380,9 +395,18 @@ class Database:
         self.read_engine.dispose()
 
 
-def _retrieved(future: asyncio.Future[Any]) -> None:
-    if not future.cancelled():
-        future.exception()
+def _relay(answer: asyncio.Future[T], done: asyncio.Future[T]) -> None:
+    """Passes a thread's outcome on, unless the answer was already given (or its caller
+    has gone)."""
+    if answer.done():
+        if not done.cancelled():
+            done.exception()  # retrieved: nobody else will take it
+    elif done.cancelled():
+        answer.cancel()
+    elif (error := done.exception()) is not None:
+        answer.set_exception(error)
+    else:
+        answer.set_result(done.result())
 
 
 @contextmanager

@@ -11,6 +11,7 @@ would otherwise hit the next statement run on it.
 
 from __future__ import annotations
 
+import asyncio
 import contextlib
 import threading
 from collections.abc import Callable, Iterator
@@ -115,3 +116,35 @@ def cancelled() -> bool:
 def _quietly(cancel: Callable[[], object]) -> None:
     with contextlib.suppress(Exception):  # the connection may be gone: nothing to stop
         cancel()
+
+
+SWEEP_EVERY = 0.1
+"""Seconds between the sweeps that enforce the time limits."""
+
+
+class Sweeper:
+    """One task that enforces every time limit of a database: each SWEEP_EVERY seconds
+    it calls each registered sweep with the loop's time. A timer per call or per batch
+    would cost the event loop more than the work, at thousands of calls a second. The
+    task ends when no sweep has anything left to watch, and starts again on demand."""
+
+    def __init__(self) -> None:
+        self._sweeps: list[Callable[[float], bool]] = []
+        self._task: asyncio.Task[None] | None = None
+
+    def add(self, sweep: Callable[[float], bool]) -> None:
+        """`sweep(now)` enforces its limits and says whether it still watches anything."""
+        self._sweeps.append(sweep)
+
+    def ensure(self, loop: asyncio.AbstractEventLoop) -> None:
+        task = self._task
+        if task is None or task.done() or task.get_loop() is not loop:
+            self._task = loop.create_task(self._run(loop))
+
+    async def _run(self, loop: asyncio.AbstractEventLoop) -> None:
+        while True:
+            await asyncio.sleep(SWEEP_EVERY)
+            now = loop.time()
+            busy = [sweep(now) for sweep in self._sweeps]
+            if not any(busy):
+                return
