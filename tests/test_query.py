@@ -579,3 +579,46 @@ def test_every_filterable_and_sortable_field_leads_an_index(server) -> None:
             assert field.column in leading(table), (kind.kind, name, table, field.column)
             checked += 1
     assert checked >= 60
+
+
+async def test_updates_keep_the_searchable_lists_in_step(stub, sql) -> None:
+    """Changed lists are rewritten where filters look; unchanged ones are left as they are."""
+    made = await stub.CreateCustomer(
+        pb.CreateCustomerRequest(
+            customer=ParseDict(
+                {
+                    "name": "Eve",
+                    "contactMedium": [{"type": "Email", "medium": {"emailAddress": "old@x.org"}}],
+                    "characteristic": [{"name": "tier", "value": "gold"}],
+                },
+                Customer(),
+            )
+        )
+    )
+
+    async def found(filter: str) -> list[str]:
+        page = await stub.ListCustomers(pb.ListCustomersRequest(filter=filter))
+        return [c.id for c in page.customers]
+
+    change = ParseDict(
+        {
+            "id": made.id,
+            "contactMedium": [{"type": "Email", "medium": {"emailAddress": "new@x.org"}}],
+        },
+        Customer(),
+    )
+    await stub.UpdateCustomer(pb.UpdateCustomerRequest(customer=change))
+    assert await found('contactMedium.medium.emailAddress = "new@x.org"') == [made.id]
+    assert await found('contactMedium.medium.emailAddress = "old@x.org"') == []
+    assert await found("characteristic.value = gold") == [made.id]
+    before = sql("SELECT count(*) FROM contact_medium WHERE customer_id = :id", id=made.id)
+    await stub.UpdateCustomer(
+        pb.UpdateCustomerRequest(customer=Customer(id=made.id, description="only this"))
+    )
+    assert await found('contactMedium.medium.emailAddress = "new@x.org"') == [made.id]
+    assert sql("SELECT count(*) FROM contact_medium WHERE customer_id = :id", id=made.id) == before
+    cleared = pb.UpdateCustomerRequest(
+        customer=Customer(id=made.id), update_mask=FieldMask(paths=["characteristic"])
+    )
+    await stub.UpdateCustomer(cleared)
+    assert await found("characteristic.value = gold") == []

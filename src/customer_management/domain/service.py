@@ -289,7 +289,13 @@ class ResourceService(Generic[M]):
             row.version += 1
             row.update_time = now
             row.body = body
-            resources.replace_children(session, self.kind.kind, row.id, self.kind.children(updated))
+            resources.replace_children(
+                session,
+                self.kind.kind,
+                row.id,
+                self.kind.children(updated),
+                previous=self.kind.children(current),
+            )
             session.flush()
             output = self.output(row)
             self.record(session, Change.UPDATE, output, now, changed)

@@ -5,10 +5,10 @@ from __future__ import annotations
 from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass
 from datetime import datetime
-from typing import Any, Protocol
+from typing import Any, Protocol, cast
 
 from psycopg import sql
-from sqlalchemy import Connection, Select, bindparam, delete, literal, select, text
+from sqlalchemy import Connection, Select, Table, bindparam, delete, literal, select, text
 from sqlalchemy import insert as insert_statement
 from sqlalchemy.orm import Session
 
@@ -158,12 +158,17 @@ def replace_children(
     children: Mapping[type[Base], Sequence[dict[str, Any]]],
     *,
     new: bool = False,
+    previous: Mapping[type[Base], Sequence[dict[str, Any]]] | None = None,
 ) -> None:
-    """Rewrites the child rows `kind` owns so they say what the resource now says."""
+    """Rewrites the child rows `kind` owns so they say what the resource now says;
+    `previous`, what they said before: a table whose rows stay the same is not touched."""
     for table, owner in CHILDREN[kind]:
         rows = children.get(table, ())
-        if not new:
-            session.execute(delete(table).where(getattr(table, owner) == id))
+        if previous is not None and list(previous.get(table, ())) == list(rows):
+            continue
+        if not new:  # Core, not ORM: no session objects to keep in step
+            child = cast(Table, table.__table__)
+            session.execute(delete(child).where(child.c[owner] == id))
         if rows:
             session.execute(table.__table__.insert(), [{owner: id, **row} for row in rows])  # type: ignore[attr-defined]
 
