@@ -38,7 +38,7 @@ from google.protobuf import json_format
 from google.protobuf.message import Message
 from grpc_health.v1 import health_pb2, health_pb2_grpc
 
-from customer_management import bench_scale
+from customer_management import bench_load, bench_scale
 from tmf629.v1 import service_pb2 as pb
 from tmf629.v1 import service_pb2_grpc
 from tmf629.v1.customer_pb2 import Customer
@@ -522,6 +522,30 @@ def watch_report(runs: list[WatchRun]) -> str:
     return "\n".join(lines)
 
 
+def mixed_load(database: str, workdir: Path, args: argparse.Namespace) -> bench_load.LoadRun:
+    """The mixed load on a database of its own, against a server of its own."""
+    settings = {
+        "watchers": args.load_watchers,
+        "minutes": args.load_minutes,
+        "max_seconds": args.load_max_seconds,
+        "share": args.load_share,
+    }
+    if database == "sqlite":
+        url = f"sqlite:///{workdir / 'load.db'}"
+        run = bench_load.load_run(database, url, workdir, server, **settings)
+    else:
+        with postgres_database() as url:
+            run = bench_load.load_run(database, url, workdir, server, **settings)
+    print(
+        f"[{database}] mixed load: max {run.max_rps:.0f}/s, steady {run.achieved_rps:.0f}/s,"
+        f" {run.error_count} errors, p99 last/first minute {run.p99_growth:.2f},"
+        f" RSS slope {run.rss_slope:+.2f} MB/min,"
+        f" every watcher {run.delivered_least}/{run.acknowledged_writes} writes",
+        flush=True,
+    )
+    return run
+
+
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(prog="customer-management-bench", description=__doc__)
     parser.add_argument("--requests", type=int, default=20000, help="requests per run")
@@ -538,11 +562,20 @@ def main(argv: list[str] | None = None) -> int:
         help="customers (and as many accounts) for the query phase, comma-separated; '' skips",
     )
     parser.add_argument("--scale-samples", type=int, default=300, help="requests per query")
+    parser.add_argument(
+        "--load-minutes", type=float, default=10.0, help="mixed load at the steady rate; 0 skips"
+    )
+    parser.add_argument("--load-watchers", type=int, default=100, help="watchers during it")
+    parser.add_argument(
+        "--load-max-seconds", type=float, default=30.0, help="flat out first, to find the maximum"
+    )
+    parser.add_argument("--load-share", type=float, default=0.8, help="of the maximum, steady")
     parser.add_argument("--output", default="BENCHMARKS.md")
     args = parser.parse_args(argv)
     binary = ensure_h2load()
     runs: list[Run] = []
     watching: list[WatchRun] = []
+    loaded: list[bench_load.LoadRun] = []
     with tempfile.TemporaryDirectory(prefix="cm-bench-") as tmp:
         workdir = Path(tmp)
         for database in filter(None, args.databases.split(",")):
@@ -554,6 +587,8 @@ def main(argv: list[str] | None = None) -> int:
                     found, watched = bench_database("postgresql", url, binary, args, workdir)
             runs += found
             watching += [watched] if watched else []
+            if args.load_minutes > 0:
+                loaded.append(mixed_load(database, workdir, args))
         scaled: list[bench_scale.ScaleRun] = []
         for size in filter(None, args.scale_rows.split(",")):
             with postgres_database() as url:
@@ -562,12 +597,18 @@ def main(argv: list[str] | None = None) -> int:
                 )
     rows = summarise(runs)
     command = "make bench" + (f" BENCH_ARGS='{' '.join(argv)}'" if argv else "")
-    text = report(rows, args, command) + watch_report(watching) + bench_scale.report(scaled)
+    text = (
+        report(rows, args, command)
+        + watch_report(watching)
+        + bench_load.report(loaded)
+        + bench_scale.report(scaled)
+    )
     Path(args.output).write_text(text)
     print(text)
     met = (
         all(row["met"] for row in rows)
         and all(watch_met(run) for run in watching)
+        and all(bench_load.met(run) for run in loaded)
         and all(bench_scale.met(run) for run in scaled)
     )
     return 0 if met else 1
