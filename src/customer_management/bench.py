@@ -538,7 +538,7 @@ def mixed_load(database: str, workdir: Path, args: argparse.Namespace) -> bench_
             run = bench_load.load_run(database, url, workdir, server, **settings)
     print(
         f"[{database}] mixed load: max {run.max_rps:.0f}/s, steady {run.achieved_rps:.0f}/s,"
-        f" {run.error_count} errors, p99 last/first minute {run.p99_growth:.2f},"
+        f" {run.error_count} errors, p99 later/earlier half {run.p99_growth:.2f},"
         f" RSS slope {run.rss_slope:+.2f} MB/min,"
         f" every watcher {run.delivered_least}/{run.acknowledged_writes} writes",
         flush=True,
