@@ -111,6 +111,10 @@ class Broker:
             self.listener = asyncio.create_task(self._listen())
             self._tasks.append(self.listener)
 
+    @property
+    def watchers(self) -> int:
+        return len(self._subscriptions)
+
     def subscribe(self, matches: Callable[[StoredEvent], bool]) -> Subscription:
         if self.closed:
             raise Closed

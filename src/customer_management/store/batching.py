@@ -88,6 +88,11 @@ class Batcher(Generic[Item, Result]):
         self._sweeper = sweeper
         sweeper.add(self._sweep)
 
+    @property
+    def waiting(self) -> int:
+        """Requests waiting for a lane."""
+        return len(self._waiting)
+
     async def submit(self, item: Item) -> Result:
         loop = asyncio.get_running_loop()
         future: asyncio.Future[Result] = loop.create_future()

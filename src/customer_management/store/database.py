@@ -21,6 +21,7 @@ import time
 from collections.abc import AsyncGenerator, Callable, Iterator, Sequence
 from concurrent.futures import ThreadPoolExecutor
 from contextlib import contextmanager
+from dataclasses import dataclass
 from typing import Any, TypeVar
 
 from sqlalchemy import Connection, Engine, create_engine, event, text
@@ -105,6 +106,14 @@ def _sqlite_engine(url: str, *, writer: bool, pool_size: int) -> Engine:
     return engine
 
 
+@dataclass(frozen=True)
+class Load:
+    """How busy the database connections are, by pool ("read", "write")."""
+
+    in_use: dict[str, int]
+    waiting: dict[str, int]
+
+
 class Database:
     """One database, read and written through units of work on worker threads.
 
@@ -170,6 +179,7 @@ class Database:
             sweeper=self._sweeper,
         )
         self._event_listeners: list[Callable[[list[StoredEvent]], object]] = []
+        self._read_batchers: list[Batcher[Any, Any]] = []
 
     @property
     def display_url(self) -> str:
@@ -304,7 +314,7 @@ class Database:
             ):
                 return run(connection, items)
 
-        return Batcher(
+        batcher = Batcher(
             self._readers,
             batch,
             lanes=self._lanes,
@@ -312,6 +322,21 @@ class Database:
             wait_timeout=self.pool_timeout,
             run_timeout=self.work_timeout,
             sweeper=self._sweeper,
+        )
+        self._read_batchers.append(batcher)
+        return batcher
+
+    def load(self) -> Load:
+        """Connections in use and work waiting for one; safe to call from any thread."""
+        reads = list(self._reads)  # one C-level copy: the loop may change the dict meanwhile
+        waiting_reads = sum(guard.queued for guard in reads)
+        waiting_reads += sum(batcher.waiting for batcher in self._read_batchers)
+        return Load(
+            in_use={
+                "read": int(self.read_engine.pool.checkedout()),  # type: ignore[attr-defined]
+                "write": int(self.write_engine.pool.checkedout()),  # type: ignore[attr-defined]
+            },
+            waiting={"read": waiting_reads, "write": self._writes.waiting},
         )
 
     def on_events(self, listener: Callable[[list[StoredEvent]], object]) -> None:
@@ -374,6 +399,13 @@ class Database:
                 listener(events)
             except Exception:
                 log.exception("an event listener failed; the outbox still holds the events")
+
+    def setting(self, name: str) -> str | None:
+        """A PostgreSQL setting (`SHOW name`); None on SQLite."""
+        if self.is_sqlite:
+            return None
+        with self.read_engine.connect() as connection:
+            return str(connection.exec_driver_sql(f"SHOW {name}").scalar_one())
 
     def analyze(self) -> None:
         """Refreshes the query planner's statistics, as a bulk load leaves them behind."""

@@ -44,6 +44,10 @@ class Guard:
     def cancelled(self) -> bool:
         return self._state is _State.CANCELLED
 
+    @property
+    def queued(self) -> bool:
+        return self._state is _State.QUEUED
+
     def run(self, work: Callable[[Guard], T]) -> T:
         """Runs `work` on this (worker) thread, unless the guard was cancelled first."""
         with self._lock:

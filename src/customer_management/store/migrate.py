@@ -36,3 +36,19 @@ def upgrade(database: Database, revision: str = "head") -> None:
                     text("SELECT pg_advisory_unlock(:key)"), {"key": ADVISORY_LOCK_KEY}
                 )
                 connection.commit()
+
+
+def pending(database: Database) -> list[str]:
+    """The migrations not yet applied, oldest first (empty: the schema is current)."""
+    from alembic.runtime.migration import MigrationContext
+    from alembic.script import ScriptDirectory
+
+    scripts = ScriptDirectory.from_config(alembic_config())
+    with database.write_engine.connect() as connection:
+        applied = set(MigrationContext.configure(connection).get_current_heads())
+    waiting: list[str] = []
+    for revision in scripts.walk_revisions():  # newest first
+        if revision.revision in applied:
+            break
+        waiting.append(revision.revision)
+    return list(reversed(waiting))

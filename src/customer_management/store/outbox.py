@@ -161,3 +161,8 @@ async def notifications(url: URL) -> AsyncIterator[None]:
         await connection.execute(f"LISTEN {CHANNEL}")
         async for _ in connection.notifies():
             yield
+
+
+def count(connection: Connection | Session) -> int:
+    """Events kept for resuming."""
+    return int(connection.execute(select(func.count()).select_from(EventRow)).scalar_one())
