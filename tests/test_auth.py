@@ -162,7 +162,11 @@ async def test_every_mutation_writes_one_audit_line_without_personal_data(
                 service_pb2.DeleteCustomerRequest(id=created.id, etag="99"), metadata=bearer
             )
         await stub.DeleteCustomer(service_pb2.DeleteCustomerRequest(id=created.id), metadata=bearer)
-    lines = [json.loads(r.getMessage()) for r in caplog.records if r.name.endswith("audit")]
+    lines = [
+        {key: getattr(r, key) for key in ("audit", "caller", "id", "outcome")}
+        for r in caplog.records
+        if r.name.endswith("audit")
+    ]
     assert lines == [
         {"audit": "CreateCustomer", "caller": "admin-service", "id": created.id, "outcome": "OK"},
         {

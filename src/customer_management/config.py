@@ -40,6 +40,11 @@ class Config:
     insecure: bool = False
     reflection: bool = True
     log_level: str = "INFO"
+    log_format: str = "json"
+    rpc_log_level: str = "INFO"
+    metrics_port: int = -1
+    otlp_endpoint: str = ""
+    migrate: bool = True
     request_id_retention_hours: float = 168.0
     event_retention_hours: float = 168.0
     heartbeat_interval: float = 30.0
@@ -169,6 +174,31 @@ OPTIONS: list[tuple[str, str, Callable[[str], Any], str]] = [
         "how long five failed PIN verifications in a row lock an account's PIN",
     ),
     ("log_level", "CM_LOG_LEVEL", str, "DEBUG, INFO, WARNING or ERROR"),
+    ("log_format", "CM_LOG_FORMAT", str, "json (one JSON object a line) or text"),
+    (
+        "rpc_log_level",
+        "CM_RPC_LOG_LEVEL",
+        str,
+        "level of the one log line per RPC (DEBUG hides them at the default --log-level)",
+    ),
+    (
+        "metrics_port",
+        "CM_METRICS_PORT",
+        int,
+        "port of the Prometheus metrics endpoint (/metrics); -1: none, 0 picks a free one",
+    ),
+    (
+        "otlp_endpoint",
+        "CM_OTLP_ENDPOINT",
+        str,
+        "OTLP/gRPC collector (e.g. http://localhost:4317) to send traces to; empty: no tracing",
+    ),
+    (
+        "migrate",
+        "CM_MIGRATE",
+        boolean,
+        "apply pending schema migrations at start-up; false: refuse to start on an old schema",
+    ),
     (
         "request_id_retention_hours",
         "CM_REQUEST_ID_RETENTION_HOURS",

@@ -20,6 +20,7 @@ from customer_management.api.audit import AuditInterceptor
 from customer_management.api.auth import AuthInterceptor, Callers
 from customer_management.api.errors import ErrorInterceptor
 from customer_management.api.servicer import CustomerManagementServicer
+from customer_management.api.telemetry import TelemetryInterceptor
 from customer_management.config import Config
 from customer_management.domain.customer_accounts import CustomerAccountKind
 from customer_management.domain.customers import CustomerKind
@@ -30,9 +31,10 @@ from customer_management.domain.retention import forget_old_events, forget_old_r
 from customer_management.domain.service import ResourceService
 from customer_management.domain.watching import Watching
 from customer_management.events.broker import Broker
+from customer_management.metrics import MetricsEndpoint
 from customer_management.rest.delivery import Dispatcher
 from customer_management.rest.gateway import BASE_PATH, Gateway
-from customer_management.store import migrate
+from customer_management.store import migrate, outbox
 from customer_management.store.database import Database
 from customer_management.store.errors import StoreBusy
 from tmf629.v1 import service_pb2, service_pb2_grpc
@@ -58,12 +60,19 @@ TRANSPORT_OPTIONS = [
     ("grpc.http2.max_ping_strikes", 2),
 ]
 SERVICE_NAME = service_pb2.DESCRIPTOR.services_by_name["CustomerManagementService"].full_name
+LIVENESS = "liveness"
+"""A health service name that is SERVING for as long as the process is up and not
+stopping, whatever the database does: for liveness probes, which must not restart every
+replica when the database is away (readiness asks for SERVICE_NAME)."""
+OUTBOX_COUNT_INTERVAL = 30.0
+"""Seconds between counts of the outbox's events (for the metrics)."""
 
 
 class Server:
     """One running service: start() migrates, listens and turns health SERVING."""
 
-    def __init__(self, config: Config) -> None:
+    def __init__(self, config: Config, *, span_exporter: Any = None) -> None:
+        """`span_exporter`: where traces go instead of `--otlp-endpoint` (tests)."""
         self.config = config
         # Secure by default: without authentication, only this machine may call.
         authenticated = bool(config.tokens_file or config.tls_client_ca)
@@ -94,9 +103,20 @@ class Server:
             max_watchers=config.max_watchers,
         )
         self.health = health.aio.HealthServicer()  # type: ignore[attr-defined]
+        self.metrics = MetricsEndpoint()
+        self.metrics.watch(self.database, self.broker)
         interceptors: list[Any] = [AuditInterceptor(), ErrorInterceptor()]
         if callers is not None:
             interceptors.insert(0, AuthInterceptor(callers, reflection_open=config.reflection))
+        level = logging.getLevelNamesMapping().get(config.rpc_log_level.upper(), logging.INFO)
+        interceptors.insert(0, TelemetryInterceptor(self.metrics.rpc, level))
+        self.tracing: Any = None
+        if config.otlp_endpoint:
+            from customer_management.tracing import Tracing
+
+            self.tracing = Tracing(config.otlp_endpoint, exporter=span_exporter)
+            self.tracing.instrument(self.database.read_engine, self.database.write_engine)
+            interceptors.insert(0, self.tracing.interceptor)
         self.grpc = grpc.aio.server(
             interceptors=interceptors,
             options=[
@@ -138,7 +158,19 @@ class Server:
             self._http_socket = self._bind_http()
             self.http_port = self._http_socket.getsockname()[1]
         self._add_services()
-        await asyncio.to_thread(migrate.upgrade, self.database)
+        if self.config.migrate:
+            await asyncio.to_thread(migrate.upgrade, self.database)
+        elif waiting := await asyncio.to_thread(migrate.pending, self.database):
+            await self.grpc.stop(None)
+            raise SystemExit(
+                f"the schema lacks migrations {', '.join(waiting)}: run `customer-management"
+                " migrate` first (or start with --migrate)"
+            )
+        if await asyncio.to_thread(self.database.setting, "autovacuum") == "off":
+            log.warning(
+                "PostgreSQL runs with autovacuum off: updated and deleted rows are never"
+                " reclaimed, so tables and indexes grow and calls slow down over time"
+            )
         await self.broker.start()  # before any call: a watcher needs its position
         await self.grpc.start()
         await self.database.ping()
@@ -155,7 +187,10 @@ class Server:
                 self.http_port,
                 BASE_PATH,
             )
+        if self.config.metrics_port >= 0:
+            self.metrics.start(self.config.host.strip("[]"), self.config.metrics_port)
         await self._set_health(serving=True)
+        await self.health.set(LIVENESS, health_pb2.HealthCheckResponse.SERVING)
         self._housekeeping = asyncio.create_task(self._keep_house())
         self._monitor = asyncio.create_task(self._follow_database())
         log.info(
@@ -164,6 +199,16 @@ class Server:
             self.config.host,
             self.port,
             self.database.display_url,
+            extra={
+                "event": "serving",
+                "grpc": f"{self.config.host}:{self.port}",
+                "rest": f"{self.config.host}:{self.http_port}" if self.gateway_enabled else None,
+                "metrics": f"{self.config.host}:{self.metrics.port}"
+                if self.config.metrics_port >= 0
+                else None,
+                "database": self.database.display_url,
+                "tracing": self.config.otlp_endpoint or None,
+            },
         )
         return self.port
 
@@ -247,10 +292,17 @@ class Server:
         serving = True
         # Longer than a ping's wait for a connection, so that only silence counts.
         patience = self.config.pool_timeout + 1.0
+        loop = asyncio.get_running_loop()
+        counted = -OUTBOX_COUNT_INTERVAL
         while True:
             await asyncio.sleep(self.config.health_interval)
             try:
-                await asyncio.wait_for(self.database.ping(), patience)
+                # The ping reads where the event history stands, for the metrics' lag.
+                history = await asyncio.wait_for(self.database.read(outbox.history), patience)
+                self.metrics.outbox.newest = history.latest
+                if loop.time() - counted >= OUTBOX_COUNT_INTERVAL:
+                    counted = loop.time()
+                    self.metrics.outbox.events = await self.database.read(outbox.count)
                 up = True
             except StoreBusy:
                 up = serving
@@ -293,7 +345,10 @@ class Server:
             self.grpc.stop(grace), *([self.gateway.stop()] if self.gateway is not None else [])
         )
         await asyncio.to_thread(self.database.close)
-        log.info("stopped")
+        await asyncio.to_thread(self.metrics.stop)
+        if self.tracing is not None:
+            await asyncio.to_thread(self.tracing.stop)
+        log.info("stopped", extra={"event": "stopped"})
 
 
 async def serve(config: Config) -> None:
@@ -304,7 +359,11 @@ async def serve(config: Config) -> None:
     for sig in (signal.SIGTERM, signal.SIGINT):
         loop.add_signal_handler(sig, stopping.set)
     await stopping.wait()
-    log.info("shutting down (grace period %.1fs)", config.grace_period)
+    log.info(
+        "shutting down (grace period %.1fs)",
+        config.grace_period,
+        extra={"event": "shutting_down", "grace_period": config.grace_period},
+    )
     await server.stop()
 
 

@@ -7,7 +7,6 @@ details, PINs or card numbers.
 
 from __future__ import annotations
 
-import json
 import logging
 from typing import Any
 
@@ -41,14 +40,13 @@ class AuditInterceptor(WrappingInterceptor):
                 raise
             finally:
                 log.info(
-                    json.dumps(
-                        {
-                            "audit": name,
-                            "caller": current_caller.get(),
-                            "id": _resource_id(request, response),
-                            "outcome": outcome,
-                        }
-                    )
+                    "audit",
+                    extra={
+                        "audit": name,
+                        "caller": current_caller.get(),
+                        "id": _resource_id(request, response),
+                        "outcome": outcome,
+                    },
                 )
 
         return handler._replace(unary_unary=audited)

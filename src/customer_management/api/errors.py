@@ -172,7 +172,7 @@ class WrappingInterceptor(_Interceptor):
             return cached
         handler = await continuation(details)
         wrapped: grpc.RpcMethodHandler[Any, Any] = self.wrap(method, handler)
-        if handler is not None and handler is not _UNKNOWN_METHOD:
+        if handler is not None and handler is not UNKNOWN_METHOD:
             self._handlers[method] = wrapped
         return wrapped
 
@@ -184,7 +184,7 @@ class ErrorInterceptor(WrappingInterceptor):
     """Wraps every unary-request method of every service with the error mapping."""
 
     def wrap(self, method: str, handler: Any) -> Any:
-        return _UNKNOWN_METHOD if handler is None else _wrap(handler)
+        return UNKNOWN_METHOD if handler is None else _wrap(handler)
 
 
 Context = grpc.aio.ServicerContext[Any, Any]
@@ -209,7 +209,7 @@ async def _unknown_method(request: bytes, context: Context) -> None:
     )
 
 
-_UNKNOWN_METHOD: Any = grpc.unary_unary_rpc_method_handler(_unknown_method)
+UNKNOWN_METHOD: Any = grpc.unary_unary_rpc_method_handler(_unknown_method)
 
 
 def _wrap(handler: Any) -> Any:

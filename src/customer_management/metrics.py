@@ -1,0 +1,94 @@
+"""The Prometheus endpoint (`--metrics-port`): the RPC metrics of api/telemetry.py and
+gauges read when scraped, so the service pays nothing for them between scrapes."""
+
+from __future__ import annotations
+
+from collections.abc import Iterator
+from dataclasses import dataclass
+from threading import Thread
+from wsgiref.simple_server import WSGIServer
+
+from prometheus_client import CollectorRegistry, start_http_server
+from prometheus_client.core import GaugeMetricFamily
+from prometheus_client.registry import Collector
+
+from customer_management.api.telemetry import RpcMetrics
+from customer_management.events.broker import Broker
+from customer_management.store.database import Database
+
+
+@dataclass
+class Outbox:
+    """What the health loop last read of the event outbox (every replica's commits)."""
+
+    newest: int = 0
+    events: int = 0
+
+
+class ServiceCollector(Collector):
+    def __init__(self, database: Database, broker: Broker, outbox: Outbox) -> None:
+        self._database = database
+        self._broker = broker
+        self._outbox = outbox
+
+    def collect(self) -> Iterator[GaugeMetricFamily]:
+        load = self._database.load()
+        in_use = GaugeMetricFamily(
+            "cm_db_connections_in_use", "Database connections doing work now.", labels=["pool"]
+        )
+        waiting = GaugeMetricFamily(
+            "cm_db_requests_waiting",
+            "Units of database work waiting for a connection.",
+            labels=["pool"],
+        )
+        for pool in ("read", "write"):
+            in_use.add_metric([pool], load.in_use[pool])
+            waiting.add_metric([pool], load.waiting[pool])
+        yield in_use
+        yield waiting
+        yield GaugeMetricFamily(
+            "cm_watchers", "Open WatchEvents streams.", value=self._broker.watchers
+        )
+        newest, delivered = self._outbox.newest, self._broker.position
+        yield GaugeMetricFamily(
+            "cm_events_newest_committed_seq",
+            "The newest committed event (by any replica), as last read.",
+            value=newest,
+        )
+        yield GaugeMetricFamily(
+            "cm_events_delivered_seq",
+            "The newest event this replica has offered to its watchers.",
+            value=delivered,
+        )
+        yield GaugeMetricFamily(
+            "cm_event_stream_lag_events",
+            "Committed events this replica has not yet offered to its watchers.",
+            value=max(0, newest - delivered),
+        )
+        yield GaugeMetricFamily(
+            "cm_outbox_events", "Events kept in the outbox for resuming.", value=self._outbox.events
+        )
+
+
+class MetricsEndpoint:
+    def __init__(self) -> None:
+        self.registry = CollectorRegistry()
+        self.rpc = RpcMetrics(self.registry)
+        self.outbox = Outbox()
+        self.port = 0
+        self._server: WSGIServer | None = None
+        self._thread: Thread | None = None
+
+    def watch(self, database: Database, broker: Broker) -> None:
+        self.registry.register(ServiceCollector(database, broker, self.outbox))
+
+    def start(self, host: str, port: int) -> int:
+        self._server, self._thread = start_http_server(port, host, registry=self.registry)
+        self.port = int(self._server.server_port)
+        return self.port
+
+    def stop(self) -> None:
+        if self._server is not None:
+            self._server.shutdown()
+            self._server.server_close()
+            self._server = None
