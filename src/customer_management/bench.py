@@ -38,7 +38,7 @@ from google.protobuf import json_format
 from google.protobuf.message import Message
 from grpc_health.v1 import health_pb2, health_pb2_grpc
 
-from customer_management import bench_load, bench_scale
+from customer_management import bench_load, bench_scale, bench_tracing
 from tmf629.v1 import service_pb2 as pb
 from tmf629.v1 import service_pb2_grpc
 from tmf629.v1.customer_pb2 import Customer
@@ -119,7 +119,9 @@ def postgres_database() -> Iterator[str]:
 
 
 @contextmanager
-def server(database_url: str, workdir: Path) -> Iterator[tuple[str, subprocess.Popen[bytes]]]:
+def server(
+    database_url: str, workdir: Path, *options: str
+) -> Iterator[tuple[str, subprocess.Popen[bytes]]]:
     port = free_port()
     log = (workdir / f"serve-{port}.log").open("w")
     process = subprocess.Popen(
@@ -132,6 +134,7 @@ def server(database_url: str, workdir: Path) -> Iterator[tuple[str, subprocess.P
             database_url,
             "--log-level",
             "WARNING",
+            *options,
         ],
         stdout=log,
         stderr=subprocess.STDOUT,
@@ -570,6 +573,9 @@ def main(argv: list[str] | None = None) -> int:
         "--load-max-seconds", type=float, default=30.0, help="flat out first, to find the maximum"
     )
     parser.add_argument("--load-share", type=float, default=0.8, help="of the maximum, steady")
+    parser.add_argument(
+        "--tracing-rounds", type=int, default=3, help="rounds of the tracing phase; 0 skips it"
+    )
     parser.add_argument("--output", default="BENCHMARKS.md")
     args = parser.parse_args(argv)
     binary = ensure_h2load()
@@ -589,6 +595,14 @@ def main(argv: list[str] | None = None) -> int:
             watching += [watched] if watched else []
             if args.load_minutes > 0:
                 loaded.append(mixed_load(database, workdir, args))
+        traced = None
+        if args.tracing_rounds > 0:
+            traced = bench_tracing.tracing_run(
+                workdir,
+                server,
+                lambda target, method, body: h2load(binary, target, method, body, args),
+                args.tracing_rounds,
+            )
         scaled: list[bench_scale.ScaleRun] = []
         for size in filter(None, args.scale_rows.split(",")):
             with postgres_database() as url:
@@ -601,6 +615,7 @@ def main(argv: list[str] | None = None) -> int:
         report(rows, args, command)
         + watch_report(watching)
         + bench_load.report(loaded)
+        + bench_tracing.report(traced, args)
         + bench_scale.report(scaled)
     )
     Path(args.output).write_text(text)
@@ -609,6 +624,7 @@ def main(argv: list[str] | None = None) -> int:
         all(row["met"] for row in rows)
         and all(watch_met(run) for run in watching)
         and all(bench_load.met(run) for run in loaded)
+        and (traced is None or bench_tracing.met(traced))
         and all(bench_scale.met(run) for run in scaled)
     )
     return 0 if met else 1
