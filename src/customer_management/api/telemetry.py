@@ -11,8 +11,8 @@ import asyncio
 import inspect
 import logging
 import time
-from collections.abc import AsyncIterator
-from contextlib import aclosing
+from collections.abc import AsyncIterator, Iterator
+from contextlib import aclosing, contextmanager
 from typing import Any
 
 import grpc
@@ -67,69 +67,57 @@ class TelemetryInterceptor(WrappingInterceptor):
         started = self._metrics.started.labels(*labels)
         timing = self._metrics.handling.labels(*labels)
 
-        def finish(context: Context, request: Any, begun: float, code: str) -> None:
-            elapsed = time.perf_counter() - begun
-            timing.observe(elapsed)
-            self._metrics.handled.labels(*labels, code).inc()
-            if log.isEnabledFor(self._level):
-                log.log(
-                    self._level,
-                    "rpc",
-                    extra={
-                        "method": method,
-                        "code": code,
-                        "duration_ms": round(elapsed * 1000, 3),
-                        "caller": current_caller.get(),
-                        "request_id": _request_id(request, context),
-                        "peer": context.peer(),
-                    },
-                )
+        @contextmanager
+        def observed(context: Context, request: Any) -> Iterator[None]:
+            started.inc()
+            begun, code = time.perf_counter(), "OK"
+            try:
+                yield
+            except BaseException as error:
+                code = _code(context, error)
+                raise
+            finally:
+                elapsed = time.perf_counter() - begun
+                timing.observe(elapsed)
+                self._metrics.handled.labels(*labels, code).inc()
+                if log.isEnabledFor(self._level):
+                    log.log(
+                        self._level,
+                        "rpc",
+                        extra={
+                            "method": method,
+                            "code": code,
+                            "duration_ms": round(elapsed * 1000, 3),
+                            "caller": current_caller.get(),
+                            "request_id": _request_id(request, context),
+                            "peer": context.peer(),
+                        },
+                    )
 
         if handler.unary_unary is not None:
             behavior = handler.unary_unary
 
             async def unary_unary(request: Any, context: Context) -> Any:
-                started.inc()
-                begun, code = time.perf_counter(), "OK"
-                try:
+                with observed(context, request):
                     return await behavior(request, context)
-                except BaseException as error:
-                    code = _code(context, error)
-                    raise
-                finally:
-                    finish(context, request, begun, code)
 
             return handler._replace(unary_unary=unary_unary)
         if handler.unary_stream is not None and inspect.isasyncgenfunction(handler.unary_stream):
             stream = handler.unary_stream
 
             async def unary_stream(request: Any, context: Context) -> AsyncIterator[Any]:
-                started.inc()
-                begun, code = time.perf_counter(), "OK"
-                try:
+                with observed(context, request):
                     async with aclosing(stream(request, context)) as responses:
                         async for response in responses:
                             yield response
-                except BaseException as error:
-                    code = _code(context, error)
-                    raise
-                finally:
-                    finish(context, request, begun, code)
 
             return handler._replace(unary_stream=unary_stream)
         if handler.unary_stream is not None:  # written with context.write (health's Watch)
             written = handler.unary_stream
 
             async def unary_written(request: Any, context: Context) -> None:
-                started.inc()
-                begun, code = time.perf_counter(), "OK"
-                try:
+                with observed(context, request):
                     await written(request, context)
-                except BaseException as error:
-                    code = _code(context, error)
-                    raise
-                finally:
-                    finish(context, request, begun, code)
 
             return handler._replace(unary_stream=unary_written)
         return handler
