@@ -1,6 +1,6 @@
 """The client other services import: deadlines, the token, retries of UNAVAILABLE, a
 request_id on every Create, WatchEvents resumed across a server restart; the README's
-example as written; and two replicas on one PostgreSQL behind one client address."""
+example as written, from the wheel installed elsewhere, type-checked; and two replicas on one PostgreSQL behind one client address."""
 
 from __future__ import annotations
 
@@ -25,7 +25,8 @@ from tmf629.v1 import service_pb2 as pb
 from tmf629.v1.customer_pb2 import Customer
 from tmf629.v1.events_pb2 import EventType, WatchEventsRequest
 
-README = Path(__file__).parents[1] / "README.md"
+ROOT = Path(__file__).parents[1]
+README = ROOT / "README.md"
 TOKEN = "client-test-token"
 CREATE = EventType.EVENT_TYPE_CUSTOMER_CREATE_NOTIFICATION
 
@@ -45,7 +46,40 @@ def readme_example() -> str:
     return found.group(1)
 
 
-async def test_the_readme_example_runs_as_written(tmp_path: Path) -> None:
+def installed_elsewhere(tmp_path: Path) -> Path:
+    """A virtual environment of another service with this project installed from its wheel,
+    as `pip install` puts it, not the editable checkout: only what the wheel ships imports.
+    The dependencies come from this environment's site-packages, without its .pth files."""
+    wheels = tmp_path / "wheels"
+    pip = [sys.executable, "-m", "pip", "--disable-pip-version-check", "--quiet"]
+    subprocess.run(
+        [*pip, "wheel", "--no-deps", "--no-build-isolation", "-w", wheels, ROOT],
+        check=True,
+        timeout=300,
+    )
+    consumer = tmp_path / "consumer"
+    subprocess.run([sys.executable, "-m", "venv", "--without-pip", consumer], check=True)
+    site = consumer / "lib" / f"python{sys.version_info.major}.{sys.version_info.minor}"
+    site = site / "site-packages"
+    (wheel,) = wheels.glob("customer_management-*.whl")
+    subprocess.run([*pip, "install", "--no-deps", "--target", site, wheel], check=True, timeout=300)
+    dependencies = Path(grpc.__file__).parents[1]
+    (site / "dependencies.pth").write_text(f"{dependencies}\n")
+    python = consumer / "bin" / "python"
+    program = "import customer_management.client as c, tmf629.v1.service_pb2_grpc as s\n"
+    program += "print(c.__file__); print(s.__file__)"
+    found = subprocess.run([python, "-c", program], capture_output=True, text=True, check=True)
+    client, stubs = map(Path, found.stdout.split())
+    assert client.is_relative_to(consumer), client
+    assert stubs.is_relative_to(consumer), stubs
+    # Typed for the caller's mypy: PEP 561 markers and the stubs' .pyi files ship too.
+    assert (client.parent / "py.typed").exists() and (stubs.parents[1] / "py.typed").exists()
+    assert stubs.with_suffix(".pyi").exists()
+    return python
+
+
+async def test_the_readme_example_runs_as_written_after_pip_install(tmp_path: Path) -> None:
+    python = await asyncio.to_thread(installed_elsewhere, tmp_path)
     server = ServerProcess(
         f"sqlite:///{tmp_path / 'readme.db'}",
         tmp_path / "server.log",
@@ -58,7 +92,7 @@ async def test_the_readme_example_runs_as_written(tmp_path: Path) -> None:
         example.write_text(readme_example())
         result = await asyncio.to_thread(
             subprocess.run,
-            [sys.executable, str(example)],
+            [python, str(example)],
             capture_output=True,
             text=True,
             timeout=60,
@@ -68,6 +102,16 @@ async def test_the_readme_example_runs_as_written(tmp_path: Path) -> None:
         assert result.stdout.splitlines()[0] == "Ann Example 1"
     finally:
         await server.stop()
+    # And a caller's mypy --strict accepts it, with the types the wheel ships.
+    checked = await asyncio.to_thread(
+        subprocess.run,
+        [sys.executable, "-m", "mypy", "--strict", "--python-executable", python, example],
+        capture_output=True,
+        text=True,
+        timeout=300,
+        cwd=tmp_path,
+    )
+    assert checked.returncode == 0, checked.stdout
 
 
 async def test_retries_a_restart_and_resumes_watching_across_it(tmp_path: Path) -> None:
