@@ -1,6 +1,7 @@
 """The client other services import: deadlines, the token, retries of UNAVAILABLE, a
 request_id on every Create, WatchEvents resumed across a server restart; the README's
-example as written, from the wheel installed elsewhere, type-checked; and two replicas on one PostgreSQL behind one client address."""
+example as written, from the wheel installed elsewhere, type-checked; and two replicas on
+one PostgreSQL behind one client address."""
 
 from __future__ import annotations
 
