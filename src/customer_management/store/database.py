@@ -405,7 +405,8 @@ class Database:
         if self.is_sqlite:
             return None
         with self.read_engine.connect() as connection:
-            return str(connection.exec_driver_sql(f"SHOW {name}").scalar_one())
+            found = connection.execute(text("SELECT current_setting(:name)"), {"name": name})
+            return str(found.scalar_one())
 
     def analyze(self) -> None:
         """Refreshes the query planner's statistics, as a bulk load leaves them behind."""
