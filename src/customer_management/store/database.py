@@ -29,7 +29,7 @@ from sqlalchemy.engine import make_url
 from sqlalchemy.exc import DBAPIError, IntegrityError, OperationalError
 from sqlalchemy.orm import Session, sessionmaker
 
-from customer_management.store import guards, outbox
+from customer_management.store import guards, outbox, writes
 from customer_management.store.batching import Batcher, Item, Outcome, Result
 from customer_management.store.errors import (
     StoreBusy,
@@ -162,6 +162,8 @@ class Database:
                 connect_args=POSTGRES_CONNECT_ARGS,
             )
         self._sessions = sessionmaker(expire_on_commit=False)
+        writes.flush_before_reads(self._sessions)
+        _count_writes(self.write_engine)
         self._writers = ThreadPoolExecutor(writers, thread_name_prefix="db-write")
         self._readers = ThreadPoolExecutor(pool_size, thread_name_prefix="db-read")
         self._streams = ThreadPoolExecutor(STREAM_THREADS, thread_name_prefix="db-stream")
@@ -188,7 +190,7 @@ class Database:
     async def read(self, work: Callable[[Session], T]) -> T:
         """Runs `work` in a read-only transaction."""
         loop = asyncio.get_running_loop()
-        guard = Guard()
+        guard = Guard(self._sweeper)
         answer: asyncio.Future[T] = loop.create_future()
         done = loop.run_in_executor(self._readers, guard.run, functools.partial(self._unit, work))
         done.add_done_callback(functools.partial(_relay, answer))
@@ -347,37 +349,57 @@ class Database:
     def _run_writes(
         self, works: Sequence[Callable[[Session], Any]], guard: Guard
     ) -> list[Outcome[Any]]:
-        """Commits the batch as one transaction. Units of work must be re-runnable: when
-        one fails, the batch runs again with each unit in a savepoint of its own."""
-        if len(works) == 1:
-            return [Outcome(value=self._commit(works[0], guard))]
+        """Commits the batch as one transaction. When anything in it fails, the batch
+        runs again with each unit in a savepoint of its own, so a unit must be
+        re-runnable; `alone(session)` tells it which run it is in."""
 
         def all_together(session: Session) -> list[Outcome[Any]]:
-            return [Outcome(value=work(session)) for work in works]
+            outcomes: list[Outcome[Any]] = []
+            for work in works:
+                events, rows, written = outbox.mark(session), writes.mark(session), _dml(session)
+                try:
+                    outcomes.append(Outcome(value=work(session)))
+                except DBAPIError:
+                    raise  # the database refused: on PostgreSQL the transaction is lost
+                except Exception as error:
+                    if _dml(session) != written or session.dirty or session.new or session.deleted:
+                        raise  # it wrote before it refused: run each unit alone
+                    # It refused before it wrote anything (a stale etag, a missing
+                    # reference): the others go on together.
+                    outbox.discard(session, events)
+                    writes.discard(session, rows)
+                    outcomes.append(Outcome(error=error))
+            return outcomes
 
         try:
             return self._commit(all_together, guard)
         except (StoreUnavailable, StoreCancelled):
             raise
-        except Exception:
-            pass
+        except Exception as error:
+            if len(works) == 1 and not isinstance(error, StoreConflict):
+                return [Outcome(error=_translate(error))]  # a unit's own refusal
 
         def each_in_a_savepoint(session: Session) -> list[Outcome[Any]]:
+            session.info[_ALONE] = True
             outcomes: list[Outcome[Any]] = []
             for work in works:
-                events = outbox.mark(session)
+                events, rows = outbox.mark(session), writes.mark(session)
                 try:
                     with session.begin_nested():
-                        outcomes.append(Outcome(value=work(session)))
+                        outcome = Outcome(value=work(session))
+                        writes.flush(session)  # its rows fail here, not in the next unit
+                    outcomes.append(outcome)
                 except Exception as error:
                     outbox.discard(session, events)  # a failed change has no event
+                    writes.discard(session, rows)
                     outcomes.append(Outcome(error=_translate(error)))
             return outcomes
 
         return self._commit(each_in_a_savepoint, guard)
 
     def _commit(self, work: Callable[[Session], T], guard: Guard) -> T:
-        """Runs `work` in a transaction that ends by writing its events, then commits."""
+        """Runs `work` in a transaction that ends by writing its rows and events, then
+        commits."""
         with (
             _store_errors(),
             self.write_engine.connect() as connection,
@@ -386,6 +408,7 @@ class Database:
             session.begin(),
         ):
             result = work(session)
+            writes.flush(session)
             events = outbox.flush(session)
         if events:
             self._announce(events)
@@ -426,6 +449,31 @@ class Database:
         self._streams.shutdown(wait=True)
         self.write_engine.dispose()
         self.read_engine.dispose()
+
+
+_ALONE = "database.alone"
+_DML = "database.dml"
+
+
+def _count_writes(engine: Engine) -> None:
+    """Counts the statements that change data on each connection of `engine`, so a unit
+    of work that failed can be told from one that failed after writing."""
+
+    @event.listens_for(engine, "before_cursor_execute")
+    def _count(connection: Connection, cursor: Any, statement: str, *_: Any) -> None:
+        if statement.lstrip()[:6].upper() in ("INSERT", "UPDATE", "DELETE"):
+            connection.info[_DML] = connection.info.get(_DML, 0) + 1
+
+
+def _dml(session: Session) -> int:
+    return int(session.connection().info.get(_DML, 0))
+
+
+def alone(session: Session) -> bool:
+    """Whether a unit of work runs in a savepoint of its own, after its batch failed
+    together. Together, a unit may leave a check to a constraint (a request id or a
+    unique key taken): if one refuses, every unit runs again alone, and then checks."""
+    return bool(session.info.get(_ALONE))
 
 
 def _relay(answer: asyncio.Future[T], done: asyncio.Future[T]) -> None:

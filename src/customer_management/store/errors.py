@@ -23,3 +23,11 @@ class StoreBusy(StoreError):
 
 class StoreCancelled(StoreError):
     """The work was stopped: every caller it served had gone, or it took too long."""
+
+
+class StoreOverloaded(StoreError):
+    """The work would not start before its caller's deadline: the queue is too long."""
+
+    def __init__(self, message: str, retry_after: float) -> None:
+        super().__init__(message)
+        self.retry_after = retry_after

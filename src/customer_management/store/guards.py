@@ -16,6 +16,7 @@ import contextlib
 import threading
 from collections.abc import Callable, Iterator
 from contextlib import contextmanager
+from contextvars import ContextVar
 from enum import Enum
 from typing import Any, TypeVar
 
@@ -25,6 +26,9 @@ from customer_management.store.errors import StoreCancelled
 
 T = TypeVar("T")
 _current = threading.local()
+deadline: ContextVar[float | None] = ContextVar("deadline", default=None)
+"""When the calling request's deadline passes (event loop time), if it has one: work
+that could not start before it is refused at once (see batching.py)."""
 
 
 class _State(Enum):
@@ -35,10 +39,12 @@ class _State(Enum):
 
 
 class Guard:
-    def __init__(self) -> None:
+    def __init__(self, sweeper: Sweeper | None = None) -> None:
+        """`sweeper`: repeats an interruption until the work lets go of its connection."""
         self._lock = threading.Lock()
         self._state = _State.QUEUED
         self._dbapi: Any = None
+        self._sweeper = sweeper
 
     @property
     def cancelled(self) -> bool:
@@ -81,10 +87,22 @@ class Guard:
             dbapi = self._dbapi
         if dbapi is None:
             return
-        if hasattr(dbapi, "cancel_safe"):  # psycopg
-            threading.Thread(target=_quietly, args=(dbapi.cancel_safe,), daemon=True).start()
-        else:  # sqlite3
-            dbapi.interrupt()
+        _interrupt(dbapi)
+        if self._sweeper is not None:
+            # A cancel that reaches PostgreSQL between two statements of the work cancels
+            # nothing, and the next statement could then wait on a lock for as long as
+            # the lock is held: the sweeper interrupts again until the work lets go.
+            self._sweeper.insist(self)
+
+    def interrupt_again(self) -> bool:
+        """Interrupts the cancelled work's statement again if it still holds its
+        connection; False once it has let go."""
+        with self._lock:
+            dbapi = self._dbapi if self._state is _State.CANCELLED else None
+        if dbapi is None:
+            return False
+        _interrupt(dbapi)
+        return True
 
     @contextmanager
     def holding(self, connection: Connection) -> Iterator[None]:
@@ -117,6 +135,13 @@ def cancelled() -> bool:
     return guard is not None and guard.cancelled
 
 
+def _interrupt(dbapi: Any) -> None:
+    if hasattr(dbapi, "cancel_safe"):  # psycopg
+        threading.Thread(target=_quietly, args=(dbapi.cancel_safe,), daemon=True).start()
+    else:  # sqlite3
+        dbapi.interrupt()
+
+
 def _quietly(cancel: Callable[[], object]) -> None:
     with contextlib.suppress(Exception):  # the connection may be gone: nothing to stop
         cancel()
@@ -124,6 +149,8 @@ def _quietly(cancel: Callable[[], object]) -> None:
 
 SWEEP_EVERY = 0.1
 """Seconds between the sweeps that enforce the time limits."""
+INSIST_EVERY = 0.5
+"""Seconds between the interruptions of cancelled work that still holds a connection."""
 
 
 class Sweeper:
@@ -133,12 +160,30 @@ class Sweeper:
     task ends when no sweep has anything left to watch, and starts again on demand."""
 
     def __init__(self) -> None:
-        self._sweeps: list[Callable[[float], bool]] = []
+        self._sweeps: list[Callable[[float], bool]] = [self._insist]
         self._task: asyncio.Task[None] | None = None
+        self._insisting: dict[Guard, float] = {}
+        """Cancelled work still holding its connection, and when to interrupt it again."""
 
     def add(self, sweep: Callable[[float], bool]) -> None:
         """`sweep(now)` enforces its limits and says whether it still watches anything."""
         self._sweeps.append(sweep)
+
+    def insist(self, guard: Guard) -> None:
+        """Interrupts `guard`'s work again every INSIST_EVERY seconds while it runs."""
+        loop = asyncio.get_running_loop()
+        self._insisting[guard] = loop.time() + INSIST_EVERY
+        self.ensure(loop)
+
+    def _insist(self, now: float) -> bool:
+        for guard, due in list(self._insisting.items()):
+            if now < due:
+                continue
+            if guard.interrupt_again():
+                self._insisting[guard] = now + INSIST_EVERY
+            else:
+                del self._insisting[guard]
+        return bool(self._insisting)
 
     def ensure(self, loop: asyncio.AbstractEventLoop) -> None:
         task = self._task

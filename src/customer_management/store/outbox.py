@@ -9,15 +9,16 @@ SQLite has a single writer already.
 
 from __future__ import annotations
 
-from collections.abc import AsyncIterator
+from collections.abc import AsyncIterator, Sequence
 from dataclasses import dataclass
 from datetime import datetime
-from typing import Any
+from typing import Any, cast
 
 import psycopg
-from sqlalchemy import URL, Connection, delete, func, insert, select, text, update
+from sqlalchemy import URL, Connection, Table, delete, func, insert, select, text, update
 from sqlalchemy.orm import Session
 
+from customer_management.store import writes
 from customer_management.store.models import EventHistory, EventRow
 from customer_management.store.resources import copy_rows
 
@@ -35,6 +36,11 @@ class StoredEvent:
     event_type: int
     resource_id: str
     body: bytes
+    version: int = 0
+    """This process's own commits: the version the change made (0: unknown)."""
+    wire: bytes = b""
+    """This process's own commits: the resource as the change left it, serialised, so
+    that nothing in this process parses `body` to learn it."""
 
 
 @dataclass(frozen=True)
@@ -47,18 +53,25 @@ class History:
 
 
 def record(
-    session: Session, *, event_type: int, resource_id: str, event_time: datetime, body: bytes
+    session: Session,
+    *,
+    event_type: int,
+    resource_id: str,
+    event_time: datetime,
+    body: bytes,
+    version: int = 0,
+    wire: bytes = b"",
 ) -> None:
-    """Adds an event to the transaction; it is written only if the transaction commits."""
-    pending: list[dict[str, Any]] = session.info.setdefault(_PENDING, [])
-    pending.append(
-        {
-            "event_type": event_type,
-            "resource_id": resource_id,
-            "event_time": event_time,
-            "body": body,
-        }
-    )
+    """Adds an event to the transaction; it is written only if the transaction commits.
+    `version` and `wire` go to this process's listeners with it (see StoredEvent)."""
+    pending: list[tuple[dict[str, Any], int, bytes]] = session.info.setdefault(_PENDING, [])
+    row = {
+        "event_type": event_type,
+        "resource_id": resource_id,
+        "event_time": event_time,
+        "body": body,
+    }
+    pending.append((row, version, wire))
 
 
 def mark(session: Session) -> int:
@@ -72,27 +85,41 @@ def discard(session: Session, mark: int) -> None:
 
 def flush(session: Session) -> list[StoredEvent]:
     """Writes the transaction's events; the last step before its commit."""
-    pending = session.info.pop(_PENDING, None)
+    pending: list[tuple[dict[str, Any], int, bytes]] | None = session.info.pop(_PENDING, None)
     if not pending:
         return []
-    if session.get_bind().dialect.name == "postgresql":
-        # One round trip: the lock, and the wake-up that the commit will deliver.
-        session.execute(
-            text("SELECT pg_advisory_xact_lock(:key), pg_notify(:channel, '')"),
-            {"key": WRITERS_LOCK_KEY, "channel": CHANNEL},
-        )
-        if len(pending) >= COPY_AT:
-            return _copy(session, pending)
-    seqs = session.scalars(
-        insert(EventRow).returning(EventRow.seq, sort_by_parameter_order=True), pending
-    ).all()
+    rows = [row for row, _, _ in pending]
+    connection = session.connection()
+    if connection.dialect.name == "sqlite":
+        # One multi-row statement (see writes.py); SQLite's only writer gets consecutive
+        # AUTOINCREMENT keys, in the order of the rows.
+        last = writes.insert_rows(connection, _EVENTS, rows)
+        return _stored(range(last - len(rows) + 1, last + 1), pending)
+    # One round trip: the lock, and the wake-up that the commit will deliver.
+    connection.execute(
+        text("SELECT pg_advisory_xact_lock(:key), pg_notify(:channel, '')"),
+        {"key": WRITERS_LOCK_KEY, "channel": CHANNEL},
+    )
+    if len(pending) >= COPY_AT:
+        return _stored(_copy(session, rows), pending)
+    seqs = connection.execute(_INSERT_RETURNING_SEQ, rows).scalars().all()
+    return _stored(seqs, pending)
+
+
+_EVENTS = cast(Table, EventRow.__table__)
+_INSERT_RETURNING_SEQ = insert(_EVENTS).returning(_EVENTS.c.seq, sort_by_parameter_order=True)
+
+
+def _stored(
+    seqs: Sequence[int], pending: list[tuple[dict[str, Any], int, bytes]]
+) -> list[StoredEvent]:
     return [
-        StoredEvent(seq, event["event_type"], event["resource_id"], event["body"])
-        for seq, event in zip(seqs, pending, strict=True)
+        StoredEvent(seq, row["event_type"], row["resource_id"], row["body"], version, wire)
+        for seq, (row, version, wire) in zip(seqs, pending, strict=True)
     ]
 
 
-def _copy(session: Session, pending: list[dict[str, Any]]) -> list[StoredEvent]:
+def _copy(session: Session, pending: list[dict[str, Any]]) -> Sequence[int]:
     """Many events (a bulk import) in one COPY: their seqs are drawn first, in order, while
     the writers' lock keeps every other writer from drawing any."""
     seqs = session.scalars(
@@ -108,10 +135,7 @@ def _copy(session: Session, pending: list[dict[str, Any]]) -> list[StoredEvent]:
         for seq, e in zip(seqs, pending, strict=True)
     )
     copy_rows(session, EventRow.__tablename__, columns, rows)
-    return [
-        StoredEvent(seq, event["event_type"], event["resource_id"], event["body"])
-        for seq, event in zip(seqs, pending, strict=True)
-    ]
+    return seqs
 
 
 def history(connection: Connection | Session) -> History:

@@ -9,9 +9,9 @@ from typing import Any, Protocol, cast
 
 from psycopg import sql
 from sqlalchemy import Connection, Select, Table, bindparam, delete, literal, select, text
-from sqlalchemy import insert as insert_statement
 from sqlalchemy.orm import Session
 
+from customer_management.store import writes
 from customer_management.store.models import (
     CHILDREN,
     REFERENCES,
@@ -140,15 +140,9 @@ def holders(session: Session, kind: str, column: str, values: Sequence[str]) -> 
     return {value: id for value, id in rows}
 
 
-def insert(session: Session, kind: str, values: Mapping[str, Any]) -> Written:
-    session.connection().execute(insert_statement(ROWS[kind]), values)
-    return Written(
-        values["id"],
-        values["version"],
-        values["create_time"],
-        values["update_time"],
-        values["body"],
-    )
+def insert(session: Session, kind: str, values: Mapping[str, Any]) -> None:
+    """Adds the row of a new resource (written with the batch's others, see writes.py)."""
+    writes.insert(session, _table(ROWS[kind]), (values,))
 
 
 def replace_children(
@@ -161,16 +155,17 @@ def replace_children(
     previous: Mapping[type[Base], Sequence[dict[str, Any]]] | None = None,
 ) -> None:
     """Rewrites the child rows `kind` owns so they say what the resource now says;
-    `previous`, what they said before: a table whose rows stay the same is not touched."""
+    `previous`, what they said before: a table whose rows stay the same is not touched.
+    New rows are written with the batch's others (writes.py)."""
     for table, owner in CHILDREN[kind]:
         rows = children.get(table, ())
         if previous is not None and list(previous.get(table, ())) == list(rows):
             continue
+        child = _table(table)
         if not new:  # Core, not ORM: no session objects to keep in step
-            child = cast(Table, table.__table__)
             session.execute(delete(child).where(child.c[owner] == id))
         if rows:
-            session.execute(table.__table__.insert(), [{owner: id, **row} for row in rows])  # type: ignore[attr-defined]
+            writes.insert(session, child, [{owner: id, **row} for row in rows])
 
 
 def remove(session: Session, kind: str, row: ResourceRow) -> None:
@@ -239,15 +234,19 @@ def save_request(
     response: bytes,
     now: datetime,
 ) -> None:
-    session.add(
-        RequestKey(
-            request_id=request_id,
-            method=method,
-            request_hash=request_hash,
-            response=response,
-            create_time=now,
-        )
-    )
+    """Records a Create's request id and answer; its primary key refuses a second one."""
+    row = {
+        "request_id": request_id,
+        "method": method,
+        "request_hash": request_hash,
+        "response": response,
+        "create_time": now,
+    }
+    writes.insert(session, _table(RequestKey), (row,))
+
+
+def _table(model: type[Base]) -> Table:
+    return cast(Table, model.__table__)
 
 
 def scan(
