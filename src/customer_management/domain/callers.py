@@ -8,5 +8,10 @@ from __future__ import annotations
 
 from contextvars import ContextVar
 
+from customer_management.store import guards
+
 ANONYMOUS = "anonymous"
 current: ContextVar[str] = ContextVar("caller", default=ANONYMOUS)
+
+deadline = guards.deadline
+"""When the current request's deadline passes (event loop time); the API layer sets it."""

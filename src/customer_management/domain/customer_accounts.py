@@ -43,6 +43,9 @@ class CustomerAccountKind(Kind[CustomerAccount]):
     kind = "customer_account"
     field = "customer_account"
     message_type = CustomerAccount
+    child_fields = frozenset(
+        {"payment_plan", "customer_account_balance", "customer_account_relationship"}
+    )
     update_time_field = "last_modified"
     unique = ("external_reference",)
     fields = fields_index(

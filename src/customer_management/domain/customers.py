@@ -35,6 +35,9 @@ class CustomerKind(Kind[Customer]):
     kind = "customer"
     field = "customer"
     message_type = Customer
+    child_fields = frozenset(
+        {"customer_account", "payment_mean", "contact_medium", "characteristic"}
+    )
     fields = fields_index(
         updateTime=Field("update_time", datetime),
         status=Field("status", str),
@@ -76,7 +79,11 @@ class CustomerKind(Kind[Customer]):
             if v.require(f"{here}.value", characteristic.value):
                 v.max_length(f"{here}.value", characteristic.value, VALUE_MAX)
         check_contact_medium(
-            resource.contact_medium, f"{path}.contact_medium", v, self.phone_region
+            resource.contact_medium,
+            f"{path}.contact_medium",
+            v,
+            self.phone_region,
+            previous.contact_medium if previous is not None else (),
         )
         for i, profile in enumerate(resource.customer_credit_profile):
             here = f"{path}.customer_credit_profile[{i}]"

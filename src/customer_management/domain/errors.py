@@ -26,6 +26,8 @@ class DomainError(Exception):
     code: str = "FAILED_PRECONDITION"
     reason: str = "FAILED_PRECONDITION"
     metadata: dict[str, str] = field(default_factory=dict)
+    retry_delay: float | None = None
+    """Seconds after which a retry may succeed (a RetryInfo), when the caller should wait."""
 
     def __str__(self) -> str:
         return self.message

@@ -160,7 +160,7 @@ class Importer:
             taken.add((line.kind, "id", line.id))
             known.setdefault(line.kind, {})[line.id] = _target(new)
             self._add(rows, service, new)
-            service.record(session, Change.CREATE, new.output, now)
+            service.record(session, Change.CREATE, new.output, 1, now)
             report.loaded[line.kind] += 1
         for table, values in rows.items():
             resources.insert_many(session, table, values)
@@ -170,7 +170,7 @@ class Importer:
         self,
         rows: dict[type[Base], list[dict[str, Any]]],
         service: ResourceService[Any],
-        new: NewRows[Any],
+        new: NewRows,
     ) -> None:
         rows.setdefault(ROWS[service.kind.kind], []).append(new.values)
         for table, owner in CHILDREN[service.kind.kind]:
@@ -204,7 +204,7 @@ class Importer:
         return taken
 
 
-def _target(new: NewRows[Any]) -> resources.Target:
+def _target(new: NewRows) -> resources.Target:
     values = new.values
     return resources.Target(
         new.id, values["name"], values.get("description", ""), values.get("status", "")

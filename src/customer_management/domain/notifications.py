@@ -50,17 +50,11 @@ def tmf_name(event_type: int) -> str:
 TYPE_OF_TMF_NAME: dict[str, int] = {tmf_name(t): t for t in KIND_OF_TYPE}
 
 
-def event(
-    kind: str,
-    change: Change,
-    resource: Message,
-    time: datetime,
-    changed: Iterable[str] = (),
-) -> Event:
-    """The event of a change (without its event_id, which the outbox assigns)."""
+def header(kind: str, change: Change, time: datetime, changed: Iterable[str] = ()) -> Event:
+    """The event of a change without its resource (wire.event adds it) and without its
+    event_id (the outbox assigns it)."""
     built = Event(event_type=EVENT_TYPES[kind][change])
     built.event_time.FromDatetime(time)
-    getattr(built.event, kind).CopyFrom(resource)
     if changed:  # a create or delete has no changed_fields at all
         built.changed_fields.paths.extend(changed)
     return built

@@ -18,7 +18,8 @@ from google.protobuf.field_mask_pb2 import FieldMask
 from sqlalchemy import Connection
 from sqlalchemy.orm import Session
 
-from customer_management.domain import callers, listing
+from customer_management.domain import callers, listing, wire
+from customer_management.domain.cache import DELETED, GONE, ResourceCache
 from customer_management.domain.errors import (
     Aborted,
     AlreadyExists,
@@ -37,7 +38,7 @@ from customer_management.domain.masks import (
     read_paths,
     select,
 )
-from customer_management.domain.notifications import Change, changed_fields, event
+from customer_management.domain.notifications import EVENT_TYPES, Change, changed_fields, header
 from customer_management.domain.pins import hash_pin, pin_problem
 from customer_management.domain.validation import (
     ID_MAX,
@@ -46,12 +47,15 @@ from customer_management.domain.validation import (
     check_message,
     key_problem,
 )
+from customer_management.domain.wire import Encoded
 from customer_management.store import outbox, resources
 from customer_management.store import query as query_store
 from customer_management.store.batching import Batcher, Outcome
-from customer_management.store.database import Database
+from customer_management.store.database import Database, alone
 from customer_management.store.models import Base, ResourceRow
+from customer_management.store.outbox import StoredEvent
 from customer_management.store.resources import Stored
+from tmf629.v1.events_pb2 import Event
 
 REQUEST_ID_MAX = 128
 _ALL = FieldMask()
@@ -67,11 +71,11 @@ class Page(Generic[M]):
 
 
 @dataclass(frozen=True)
-class NewRows(Generic[M]):
+class NewRows:
     id: str
     values: dict[str, Any]
     children: dict[type[Base], list[dict[str, Any]]]
-    output: M
+    output: Encoded
     time: datetime
 
 
@@ -85,28 +89,43 @@ class Settings:
 
 
 class ResourceService(Generic[M]):
-    def __init__(self, kind: Kind[M], database: Database, settings: Settings) -> None:
+    def __init__(
+        self,
+        kind: Kind[M],
+        database: Database,
+        settings: Settings,
+        cache: ResourceCache | None = None,
+    ) -> None:
+        """`cache`: where Gets look first (see domain/cache.py); none: the database."""
         self.kind = kind
         self.database = database
         self.settings = settings
+        self.cache = cache
         self._href_prefix = self._href_base(kind.kind)
         self._method = f"Create{kind.message_type.DESCRIPTOR.name}"
         self._by_id: Batcher[str, Stored | None] = database.reader(self._fetch)
+        self._deleted = EVENT_TYPES[kind.kind][Change.DELETE]
 
     # -- standard methods -------------------------------------------------------------
 
-    async def create(self, resource: M, request_id: str) -> M:
+    async def create(self, resource: M, request_id: str) -> Encoded:
         if request_id:
             _check_key("request_id", request_id, REQUEST_ID_MAX)
         resource, pin = self.prepare(resource)
         # Taken without the PIN and with the card masked: a fast hash of either would
         # give it away. A retry that differs only there gets the first result.
-        request_hash = hashlib.sha256(resource.SerializeToString(deterministic=True)).hexdigest()
+        request_hash = (
+            hashlib.sha256(resource.SerializeToString(deterministic=True)).hexdigest()
+            if request_id
+            else ""
+        )
         pin_hash = await self._hash(pin)
         by = callers.current.get()
 
-        def unit(session: Session) -> M:
-            if request_id:
+        def unit(session: Session) -> Encoded:
+            # Together with other units, a request id used before is refused by its
+            # key (and the batch runs again, each unit alone); alone, it is looked up.
+            if request_id and alone(session):
                 resources.lock_request(session, request_id)
                 first = resources.find_request(session, request_id)
                 if first is not None:
@@ -115,18 +134,14 @@ class ResourceService(Generic[M]):
                     )
             self.resolve(session, resource)
             new = self.new_rows(resource, str(uuid.uuid4()), pin_hash, datetime.now(UTC), by)
-            self.check_unique(session, new.values, None)
+            if alone(session):  # together, a unique key taken is refused by its index
+                self.check_unique(session, new.values, None)
             resources.insert(session, self.kind.kind, new.values)
             resources.replace_children(session, self.kind.kind, new.id, new.children, new=True)
-            self.record(session, Change.CREATE, new.output, new.time)
+            self.record(session, Change.CREATE, new.output, 1, new.time)
             if request_id:
                 resources.save_request(
-                    session,
-                    request_id,
-                    self._method,
-                    request_hash,
-                    new.output.SerializeToString(),
-                    new.time,
+                    session, request_id, self._method, request_hash, new.output.wire, new.time
                 )
             return new.output
 
@@ -144,7 +159,7 @@ class ResourceService(Generic[M]):
 
     def new_rows(
         self, resource: M, id: str, pin_hash: str | None, now: datetime, by: str
-    ) -> NewRows[M]:
+    ) -> NewRows:
         """The rows that store a validated new resource whose references are resolved."""
         out: Any = resource
         out.created_by = out.updated_by = by
@@ -153,16 +168,49 @@ class ResourceService(Generic[M]):
         if pin_hash is not None:
             values["pin_hash"] = pin_hash
         values.update(id=id, version=1, create_time=now, update_time=now, body=body)
-        written = resources.Written(id, 1, now, now, body)
-        return NewRows(id, values, self.kind.children(resource), self.output(written), now)
+        output = Encoded(id, body + self._tail(id, 1, now, now))
+        return NewRows(id, values, self.kind.children(resource), output, now)
 
-    async def get(self, id: str, read_mask: FieldMask = _ALL) -> M:
-        require_id(id)
+    async def get(self, id: str, read_mask: FieldMask = _ALL, *, fresh: bool = False) -> M:
+        """The resource; `fresh`: read from the database, whatever the cache holds."""
         paths = read_paths(self.kind.message_type.DESCRIPTOR, read_mask)
+        found = self.message(await self.get_wire(id, fresh=fresh))
+        return select(found, paths)
+
+    def message(self, encoded: Encoded) -> M:
+        return self.kind.message_type.FromString(encoded.wire)
+
+    async def get_wire(self, id: str, *, fresh: bool = False) -> Encoded:
+        """The resource as it goes on the wire: from the cache when it holds it, else
+        the stored body with the output-only fields appended (protobuf merges
+        concatenated messages), so a Get never parses and serialises the resource."""
+        require_id(id)
+        cache = self.cache
+        if cache is not None and not fresh:
+            wire = cache.get(self.kind.kind, id)
+            if wire is not None:
+                if not wire:  # GONE
+                    raise self.not_found(id)
+                return Encoded(id, wire)
+        ticket = cache.ticket() if cache is not None else 0
         row = await self._by_id.submit(id)
         if row is None:
             raise self.not_found(id)
-        return select(self.output(row), paths)
+        wire = self.wire(row)
+        if cache is not None:
+            cache.fill(self.kind.kind, id, row.version, wire, ticket)
+        return Encoded(id, wire)
+
+    def decode(self, stored: StoredEvent) -> tuple[int, bytes]:
+        """What a change event made of its resource, as the cache keeps it: its version
+        and wire form, with this replica's href (GONE if it was deleted)."""
+        if stored.event_type == self._deleted:
+            return DELETED, GONE
+        if stored.wire:  # this process's own change
+            return stored.version, stored.wire
+        resource: Any = getattr(Event.FromString(stored.body).event, self.kind.kind)
+        resource.href = self._href_prefix + resource.id
+        return int(resource.etag), resource.SerializeToString()
 
     async def lookup(self, id: str, keys: Mapping[str, str], read_mask: FieldMask = _ALL) -> M:
         """Get by id, by a unique caller-assigned key, or by both when they agree."""
@@ -246,7 +294,7 @@ class ResourceService(Generic[M]):
 
         return await self.database.read(unit)
 
-    async def update(self, resource: M, update_mask: FieldMask) -> M:
+    async def update(self, resource: M, update_mask: FieldMask) -> Encoded:
         id, etag = resource.id, resource.etag  # type: ignore[attr-defined]
         require_id(id, f"{self.kind.field}.id")
         patch = self._input(resource)
@@ -261,7 +309,7 @@ class ResourceService(Generic[M]):
 
         by = callers.current.get()
 
-        def unit(session: Session) -> M:
+        def unit(session: Session) -> Encoded:
             row = self._row(session, id, for_update=True)
             _check_etag(row, etag)
             current = self.kind.message_type.FromString(row.body)
@@ -270,14 +318,14 @@ class ResourceService(Generic[M]):
                 setattr(updated, "pin_set", bool(pin))  # noqa: B010 (only accounts have one)
             self._validate(updated, previous=current)
             self.resolve(session, updated)
-            body = self._body(updated)
-            if body == row.body and "pin" not in paths:
-                return self.output(row)  # nothing changes: same etag, no write
+            if updated == current and "pin" not in paths:
+                return Encoded(row.id, self.wire(row))  # nothing changes: same etag, no write
             setattr(updated, "updated_by", by)  # noqa: B010 (every resource has one)
             body = self._body(updated)
             changed = changed_fields(current, updated)
             values = self.kind.columns(updated)
-            self.check_unique(session, values, row.id)
+            if alone(session):  # together, a unique key taken is refused by its index
+                self.check_unique(session, values, row.id)
             for name, value in values.items():
                 setattr(row, name, value)
             if "pin" in paths:
@@ -289,16 +337,17 @@ class ResourceService(Generic[M]):
             row.version += 1
             row.update_time = now
             row.body = body
-            resources.replace_children(
-                session,
-                self.kind.kind,
-                row.id,
-                self.kind.children(updated),
-                previous=self.kind.children(current),
-            )
+            if self.kind.child_fields.intersection(changed):
+                resources.replace_children(
+                    session,
+                    self.kind.kind,
+                    row.id,
+                    self.kind.children(updated),
+                    previous=self.kind.children(current),
+                )
             session.flush()
-            output = self.output(row)
-            self.record(session, Change.UPDATE, output, now, changed)
+            output = Encoded(row.id, self.wire(row))
+            self.record(session, Change.UPDATE, output, row.version, now, changed)
             return output
 
         return await self.database.write(unit)
@@ -324,20 +373,28 @@ class ResourceService(Generic[M]):
                         for r in found
                     ],
                 )
-            last = self.output(row)
+            last = Encoded(row.id, self.wire(row))
             resources.remove(session, self.kind.kind, row)
-            self.record(session, Change.DELETE, last, datetime.now(UTC))
+            self.record(session, Change.DELETE, last, DELETED, datetime.now(UTC))
 
         await self.database.write(unit)
 
     # -- helpers ----------------------------------------------------------------------
 
     async def _precheck(self, id: str, etag: str, *, before_hashing: bool = False) -> None:
-        """Refuses a stale etag (and, before a costly PIN hash, a missing resource) with
-        a batched read, before the write queue: a unit refused inside a group commit
-        makes the whole group run again unit by unit, which writers racing on one
-        resource would otherwise cause at every turn. The unit checks again."""
+        """Refuses a stale etag (and, before a costly PIN hash, a missing resource)
+        before the write queue, from the cache or a batched read: a unit refused inside
+        a group commit makes the whole group run again unit by unit, which writers
+        racing on one resource would otherwise cause at every turn. The unit checks
+        again, on the row it locks."""
         if not etag and not before_hashing:
+            return
+        cached = self.cache.get(self.kind.kind, id) if self.cache is not None else None
+        if cached is not None:
+            if not cached:  # GONE
+                raise self.not_found(id)
+            version = int(self.kind.message_type.FromString(cached).etag)  # type: ignore[attr-defined]
+            _check_version(version, etag)
             return
         row = await self._by_id.submit(id)
         if row is None:
@@ -454,17 +511,22 @@ class ResourceService(Generic[M]):
         self,
         session: Session,
         change: Change,
-        resource: M,
+        resource: Encoded,
+        version: int,
         time: datetime,
         changed: Sequence[str] = (),
     ) -> None:
-        built = event(self.kind.kind, change, resource, time, changed)
+        """Adds the change's event, `resource` as the change left it (the last state of
+        a deleted one) at `version`."""
+        built = header(self.kind.kind, change, time, changed)
         outbox.record(
             session,
             event_type=built.event_type,
-            resource_id=resource.id,  # type: ignore[attr-defined]
+            resource_id=resource.id,
             event_time=time,
-            body=built.SerializeToString(),
+            body=wire.event(built, self.kind.kind, resource.wire),
+            version=version,
+            wire=GONE if change is Change.DELETE else resource.wire,
         )
 
     def _href_base(self, kind: str) -> str:
@@ -489,6 +551,21 @@ class ResourceService(Generic[M]):
             metadata={"resource": self.kind.kind, "id": id},
         )
 
+    def wire(self, row: Stored) -> bytes:
+        """A stored resource as it goes on the wire: its body, never parsed, and its
+        output-only fields after it."""
+        return row.body + self._tail(row.id, row.version, row.create_time, row.update_time)
+
+    def _tail(self, id: str, version: int, created: datetime, updated: datetime) -> bytes:
+        """The output-only fields, serialised (protobuf merges concatenated messages)."""
+        tail: Any = self.kind.message_type()
+        tail.id = id
+        tail.href = self._href_prefix + id
+        tail.etag = str(version)
+        tail.create_time.FromDatetime(created)
+        getattr(tail, self.kind.update_time_field).FromDatetime(updated)
+        return bytes(tail.SerializeToString())
+
     def output(self, row: Stored) -> M:
         resource = self.kind.message_type.FromString(row.body)
         out: Any = resource
@@ -499,7 +576,7 @@ class ResourceService(Generic[M]):
         getattr(out, self.kind.update_time_field).FromDatetime(row.update_time)
         return resource
 
-    def _replay(self, method: str, first_hash: str, response: bytes, request_hash: str) -> M:
+    def _replay(self, method: str, first_hash: str, response: bytes, request_hash: str) -> Encoded:
         if method != self._method or first_hash != request_hash:
             raise FailedPrecondition(
                 "request_id was already used for a different request",
@@ -510,7 +587,8 @@ class ResourceService(Generic[M]):
                     )
                 ],
             )
-        return self.kind.message_type.FromString(response)
+        first: Any = self.kind.message_type.FromString(response)
+        return Encoded(first.id, response)
 
 
 def _fill(ref: Any, href: str, target: resources.Target) -> None:
@@ -537,8 +615,12 @@ def _check_key(path: str, value: str, limit: int) -> None:
 
 
 def _check_etag(row: Stored, etag: str) -> None:
-    if etag and etag != str(row.version):
+    _check_version(row.version, etag)
+
+
+def _check_version(version: int, etag: str) -> None:
+    if etag and etag != str(version):
         raise Aborted(
-            f"etag {etag!r} is stale: the resource is now at {row.version}; read it again",
-            metadata={"current_etag": str(row.version)},
+            f"etag {etag!r} is stale: the resource is now at {version}; read it again",
+            metadata={"current_etag": str(version)},
         )

@@ -5,7 +5,9 @@ from __future__ import annotations
 import math
 from datetime import UTC, datetime
 from decimal import Decimal
+from typing import Any
 
+from google.protobuf.descriptor import FieldDescriptor
 from google.protobuf.message import Message
 from google.protobuf.timestamp_pb2 import Timestamp
 
@@ -69,8 +71,18 @@ def key_problem(value: str, limit: int = ID_MAX) -> str | None:
 def check_message(message: Message, path: str, v: Violations) -> None:
     """Rules every field of every message obeys: sane strings, timestamps and list sizes.
 
-    On the path of every write, so paths are only spelt out for a violation.
+    On the path of every write, so it does the least it can. Paths are only spelt out
+    for a violation. A message whose serialised form is at most MAX_STRING bytes with no
+    zero byte holds no string too long and no NUL (UTF-8 keeps NUL a zero byte), so only
+    its timestamps, floats and list sizes are visited, by a plan made once per type.
     """
+    if message.ByteSize() <= MAX_STRING and b"\x00" not in message.SerializeToString():
+        _check_planned(message, path, v)
+    else:
+        _check_everything(message, path, v)
+
+
+def _check_everything(message: Message, path: str, v: Violations) -> None:
     for field, value in message.ListFields():
         if not field.is_repeated:
             _check_value(value, path, field.name, v)
@@ -92,9 +104,56 @@ def _check_value(value: object, parent: str, name: str, v: Violations) -> None:
         if not representable(value):
             v.add(f"{parent}.{name}", "is not a valid timestamp (years 1 to 9999)")
     elif isinstance(value, Message):
-        check_message(value, f"{parent}.{name}", v)
+        _check_everything(value, f"{parent}.{name}", v)
     elif isinstance(value, float) and not math.isfinite(value):
         v.add(f"{parent}.{name}", "must be a finite number")
+
+
+# A plan: for each field that can break a rule other than a string's, its name, whether it
+# is repeated, the plan of its message type (None: a value to check as it is) and whether
+# it has presence (a value to check only when set).
+_Plan = tuple[tuple[str, bool, "_Plan | None", bool], ...]
+_PLANS: dict[str, _Plan] = {}
+_TIMESTAMP = Timestamp.DESCRIPTOR.full_name
+_FLOATS = (FieldDescriptor.TYPE_DOUBLE, FieldDescriptor.TYPE_FLOAT)
+
+
+def _plan(descriptor: Any) -> _Plan:
+    plan = _PLANS.get(descriptor.full_name)
+    if plan is None:
+        _PLANS[descriptor.full_name] = ()  # a recursive type sees itself as planned
+        steps: list[tuple[str, bool, _Plan | None, bool]] = []
+        for field in descriptor.fields:
+            repeated, presence = field.is_repeated, field.has_presence
+            if field.message_type is not None and field.message_type.full_name != _TIMESTAMP:
+                inner = _plan(field.message_type)
+                if inner or repeated:
+                    steps.append((field.name, repeated, inner, presence))
+            elif field.message_type is not None or field.type in _FLOATS or repeated:
+                steps.append((field.name, repeated, None, presence))
+        plan = _PLANS[descriptor.full_name] = tuple(steps)
+    return plan
+
+
+def _check_planned(message: Message, path: str, v: Violations, plan: _Plan | None = None) -> None:
+    for name, repeated, inner, presence in plan or _plan(message.DESCRIPTOR):
+        if repeated:
+            items = getattr(message, name)
+            if not items:
+                continue
+            if len(items) > MAX_REPEATED:
+                v.add(f"{path}.{name}", f"has more than {MAX_REPEATED} items")
+            elif inner is None:
+                for i, item in enumerate(items):
+                    _check_value(item, path, f"{name}[{i}]", v)
+            elif inner:
+                for i, item in enumerate(items):
+                    _check_planned(item, f"{path}.{name}[{i}]", v, inner)
+        elif inner is None:
+            if not presence or message.HasField(name):
+                _check_value(getattr(message, name), path, name, v)
+        elif message.HasField(name):
+            _check_planned(getattr(message, name), f"{path}.{name}", v, inner)
 
 
 def representable(value: Timestamp) -> bool:

@@ -14,9 +14,11 @@ import asyncio
 import contextlib
 import functools
 import logging
+import time
 from collections import deque
-from collections.abc import Callable
+from collections.abc import Callable, Iterable
 from enum import Enum
+from typing import Protocol
 
 import psycopg
 
@@ -73,6 +75,19 @@ class Subscription:
         self.wakeup.set()
 
 
+class Follower(Protocol):
+    """Something kept exact by the stream (the resource cache): it is given every
+    committed event in commit order, this process's own as soon as they commit."""
+
+    def apply(self, events: Iterable[StoredEvent]) -> None: ...
+
+    def caught_up(self, since: float) -> None:
+        """Every commit made before `since` (time.monotonic) has been applied."""
+
+    def reset(self) -> None:
+        """Events were pruned before they were read: what was kept may be stale."""
+
+
 class Broker:
     def __init__(
         self,
@@ -97,10 +112,18 @@ class Broker:
         self.listener: asyncio.Task[None] | None = None
         """PostgreSQL only: the task holding the LISTEN connection."""
         self.closed = False
+        self._followers: list[Follower] = []
+
+    def follow(self, follower: Follower) -> None:
+        """Keeps `follower` exact from start() on."""
+        self._followers.append(follower)
 
     async def start(self) -> None:
+        since = time.monotonic()
         history = await self.database.read(outbox.history)
         self.position, self.history_id = history.latest, history.id
+        for follower in self._followers:
+            follower.caught_up(since)
         loop = asyncio.get_running_loop()
         self.database.on_events(
             lambda events: loop.call_soon_threadsafe(self._committed_here, events)
@@ -157,8 +180,11 @@ class Broker:
             failing = False
 
     def _committed_here(self, events: list[StoredEvent]) -> None:
-        """This process's own commit: its events go out at once while they follow on
-        from the position; after a gap (another replica's commit), the outbox is read."""
+        """This process's own commit, before its callers are answered: followers have
+        its events at once; watchers too while they follow on from the position, and
+        after a gap (another replica's commit) once the outbox has been read."""
+        for follower in self._followers:
+            follower.apply(events)
         for event in events:
             if event.seq != self.position + 1:
                 self._wake.set()
@@ -184,13 +210,21 @@ class Broker:
 
     async def _read_new(self) -> None:
         while True:
+            since = time.monotonic()
             page = await self.database.read(
                 functools.partial(outbox.after, seq=self.position, limit=PAGE)
             )
-            for event in page.events:
-                if event.seq > self.position:  # not offered meanwhile by _committed_here
-                    self._offer(event)
+            if page.pruned_through > self.position:  # pruned before this replica read them
+                for follower in self._followers:
+                    follower.reset()
+            fresh = [event for event in page.events if event.seq > self.position]
+            for follower in self._followers:
+                follower.apply(fresh)
+            for event in fresh:  # those _committed_here did not offer meanwhile
+                self._offer(event)
             if len(page.events) < PAGE:
+                for follower in self._followers:
+                    follower.caught_up(since)
                 return
 
     async def _listen(self) -> None:
