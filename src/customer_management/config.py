@@ -51,6 +51,9 @@ class Config:
     max_watchers: int = 1000
     max_streams_per_connection: int = 1000
     watch_buffer: int = 10_000
+    overload_latency: float = 0.25
+    cache_mb: float = 64.0
+    cache_staleness: float = 1.0
 
     def settings(self, port: int) -> Settings:
         """What the resource services need of the configuration."""
@@ -223,6 +226,26 @@ OPTIONS: list[tuple[str, str, Callable[[str], Any], str]] = [
         "CM_MAX_STREAMS_PER_CONNECTION",
         int,
         "calls open at once on one HTTP/2 connection; more wait for a free stream",
+    ),
+    (
+        "overload_latency",
+        "CM_OVERLOAD_LATENCY",
+        float,
+        "seconds a read or write may take before the service admits fewer at once"
+        " (the excess is answered RESOURCE_EXHAUSTED at once, with a RetryInfo)",
+    ),
+    (
+        "cache_mb",
+        "CM_CACHE_MB",
+        float,
+        "memory (MiB) for the resources Gets read most recently; 0: every Get reads the database",
+    ),
+    (
+        "cache_staleness",
+        "CM_CACHE_STALENESS",
+        float,
+        "seconds another replica's write may take to show in this one's cached Gets; past"
+        " it (the database slow or away) Gets read the database",
     ),
     (
         "watch_buffer",

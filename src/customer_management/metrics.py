@@ -9,10 +9,12 @@ from threading import Thread
 from wsgiref.simple_server import WSGIServer
 
 from prometheus_client import CollectorRegistry, start_http_server
-from prometheus_client.core import GaugeMetricFamily
+from prometheus_client.core import CounterMetricFamily, GaugeMetricFamily, Metric
 from prometheus_client.registry import Collector
 
+from customer_management.api.admission import Admission
 from customer_management.api.telemetry import RpcMetrics
+from customer_management.domain.cache import ResourceCache
 from customer_management.events.broker import Broker
 from customer_management.store.database import Database
 
@@ -26,12 +28,21 @@ class Outbox:
 
 
 class ServiceCollector(Collector):
-    def __init__(self, database: Database, broker: Broker, outbox: Outbox) -> None:
+    def __init__(
+        self,
+        database: Database,
+        broker: Broker,
+        outbox: Outbox,
+        cache: ResourceCache,
+        admission: Admission,
+    ) -> None:
         self._database = database
         self._broker = broker
         self._outbox = outbox
+        self._cache = cache
+        self._admission = admission
 
-    def collect(self) -> Iterator[GaugeMetricFamily]:
+    def collect(self) -> Iterator[Metric]:
         load = self._database.load()
         in_use = GaugeMetricFamily(
             "cm_db_connections_in_use", "Database connections doing work now.", labels=["pool"]
@@ -68,6 +79,52 @@ class ServiceCollector(Collector):
         yield GaugeMetricFamily(
             "cm_outbox_events", "Events kept in the outbox for resuming.", value=self._outbox.events
         )
+        yield from self._cache_metrics()
+        yield from self._admission_metrics()
+
+    def _cache_metrics(self) -> Iterator[Metric]:
+        stats = self._cache.stats()
+        for name, text, value in (
+            ("cm_cache_hits", "Gets answered from the resource cache.", stats.hits),
+            ("cm_cache_misses", "Gets that read the database.", stats.misses),
+            ("cm_cache_evictions", "Entries evicted to stay within capacity.", stats.evictions),
+        ):
+            yield CounterMetricFamily(name, text, value=value)
+        for name, text, value in (
+            ("cm_cache_entries", "Resources in the cache.", stats.entries),
+            ("cm_cache_bytes", "Bytes the cache counts against its capacity.", stats.bytes),
+            ("cm_cache_capacity_bytes", "The cache's capacity (--cache-mb).", stats.capacity),
+            (
+                "cm_cache_fresh",
+                "1 while the cache may answer (see --cache-staleness).",
+                stats.fresh,
+            ),
+        ):
+            yield GaugeMetricFamily(name, text, value=value)
+        lookups = stats.hits + stats.misses
+        yield GaugeMetricFamily(
+            "cm_cache_hit_ratio",
+            "Hits over lookups since the start.",
+            value=stats.hits / lookups if lookups else 0.0,
+        )
+
+    def _admission_metrics(self) -> Iterator[Metric]:
+        limit = GaugeMetricFamily(
+            "cm_admission_limit", "Calls of a class admitted at once (adaptive).", labels=["class"]
+        )
+        in_flight = GaugeMetricFamily(
+            "cm_admission_in_flight", "Admitted calls in progress.", labels=["class"]
+        )
+        rejected = CounterMetricFamily(
+            "cm_admission_rejected", "Calls answered RESOURCE_EXHAUSTED at once.", labels=["class"]
+        )
+        for name, state in self._admission.snapshot().items():
+            limit.add_metric([name], state["limit"])
+            in_flight.add_metric([name], state["in_flight"])
+            rejected.add_metric([name], state["rejected"])
+        yield limit
+        yield in_flight
+        yield rejected
 
 
 class MetricsEndpoint:
@@ -79,8 +136,10 @@ class MetricsEndpoint:
         self._server: WSGIServer | None = None
         self._thread: Thread | None = None
 
-    def watch(self, database: Database, broker: Broker) -> None:
-        self.registry.register(ServiceCollector(database, broker, self.outbox))
+    def watch(
+        self, database: Database, broker: Broker, cache: ResourceCache, admission: Admission
+    ) -> None:
+        self.registry.register(ServiceCollector(database, broker, self.outbox, cache, admission))
 
     def start(self, host: str, port: int) -> int:
         self._server, self._thread = start_http_server(port, host, registry=self.registry)

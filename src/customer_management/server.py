@@ -16,12 +16,12 @@ import grpc
 from grpc_health.v1 import health, health_pb2, health_pb2_grpc
 
 from customer_management.api import reflection
-from customer_management.api.audit import AuditInterceptor
-from customer_management.api.auth import AuthInterceptor, Callers
-from customer_management.api.errors import ErrorInterceptor
+from customer_management.api.admission import Admission
+from customer_management.api.auth import Callers
+from customer_management.api.handlers import Policy, Wrapper
 from customer_management.api.servicer import CustomerManagementServicer
-from customer_management.api.telemetry import TelemetryInterceptor
 from customer_management.config import Config
+from customer_management.domain.cache import Decode, ResourceCache
 from customer_management.domain.customer_accounts import CustomerAccountKind
 from customer_management.domain.customers import CustomerKind
 from customer_management.domain.hubs import Hubs
@@ -37,7 +37,7 @@ from customer_management.rest.gateway import BASE_PATH, Gateway
 from customer_management.store import migrate, outbox
 from customer_management.store.database import Database
 from customer_management.store.errors import StoreBusy
-from tmf629.v1 import service_pb2, service_pb2_grpc
+from tmf629.v1 import service_pb2
 
 log = logging.getLogger(__name__)
 LOOPBACK = frozenset({"127.0.0.1", "::1", "[::1]", "localhost"})
@@ -59,7 +59,8 @@ TRANSPORT_OPTIONS = [
     ("grpc.http2.min_recv_ping_interval_without_data_ms", 10_000),
     ("grpc.http2.max_ping_strikes", 2),
 ]
-SERVICE_NAME = service_pb2.DESCRIPTOR.services_by_name["CustomerManagementService"].full_name
+SERVICE = service_pb2.DESCRIPTOR.services_by_name["CustomerManagementService"]
+SERVICE_NAME = SERVICE.full_name
 LIVENESS = "liveness"
 """A health service name that is SERVING for as long as the process is up and not
 stopping, whatever the database does: for liveness probes, which must not restart every
@@ -95,6 +96,7 @@ class Server:
             pool_timeout=config.pool_timeout,
             work_timeout=config.work_timeout,
         )
+        self.admission = Admission(config.overload_latency)
         self.broker = Broker(
             self.database,
             poll_interval=EVENT_POLL_INTERVAL,
@@ -102,23 +104,36 @@ class Server:
             buffer=config.watch_buffer,
             max_watchers=config.max_watchers,
         )
+        self.decoders: dict[str, Decode] = {}
+        """By kind, what a change event makes of its resource (filled in with the services)."""
+        self.cache = ResourceCache(
+            int(config.cache_mb * 1024 * 1024), config.cache_staleness, self.decoders
+        )
+        self.broker.follow(self.cache)
         self.health = health.aio.HealthServicer()  # type: ignore[attr-defined]
         self.metrics = MetricsEndpoint()
-        self.metrics.watch(self.database, self.broker)
-        interceptors: list[Any] = [AuditInterceptor(), ErrorInterceptor()]
-        if callers is not None:
-            interceptors.insert(0, AuthInterceptor(callers, reflection_open=config.reflection))
+        self.metrics.watch(self.database, self.broker, self.cache, self.admission)
         level = logging.getLevelNamesMapping().get(config.rpc_log_level.upper(), logging.INFO)
-        interceptors.insert(0, TelemetryInterceptor(self.metrics.rpc, level))
+        self.wrapper = Wrapper(
+            Policy(
+                self.metrics.rpc,
+                level,
+                SERVICE_NAME,
+                callers=callers,
+                reflection_open=config.reflection,
+                admission=self.admission,
+            )
+        )
+        interceptors: list[Any] = []
         self.tracing: Any = None
         if config.otlp_endpoint:
             from customer_management.tracing import Tracing
 
             self.tracing = Tracing(config.otlp_endpoint, exporter=span_exporter)
             self.tracing.instrument(self.database.read_engine, self.database.write_engine)
-            interceptors.insert(0, self.tracing.interceptor)
+            interceptors.append(self.tracing.interceptor)
         self.grpc = grpc.aio.server(
-            interceptors=interceptors,
+            interceptors=interceptors or None,
             options=[
                 *TRANSPORT_OPTIONS,
                 ("grpc.max_concurrent_streams", config.max_streams_per_connection),
@@ -252,19 +267,25 @@ class Server:
     def _add_services(self) -> None:
         # Hrefs name the REST gateway when there is one: that is where they resolve.
         settings = self.config.settings(self.http_port if self.gateway_enabled else self.port)
-        customers = ResourceService(CustomerKind(self.config.phone_region), self.database, settings)
+        cache = self.cache
+        customers = ResourceService(
+            CustomerKind(self.config.phone_region), self.database, settings, cache
+        )
         accounts = ResourceService(
-            CustomerAccountKind(self.config.phone_region), self.database, settings
+            CustomerAccountKind(self.config.phone_region), self.database, settings, cache
         )
         payment_means = ResourceService(
-            PaymentMeanKind(self.config.card_key.encode()), self.database, settings
+            PaymentMeanKind(self.config.card_key.encode()), self.database, settings, cache
         )
+        for service in (customers, accounts, payment_means):
+            self.decoders[service.kind.kind] = service.decode
         watching = Watching(self.database, self.broker, [customers, accounts, payment_means])
         pin_checks = PinChecks(accounts, timedelta(minutes=self.config.pin_lock_minutes))
         servicer = CustomerManagementServicer(
             customers, accounts, payment_means, watching, pin_checks
         )
-        service_pb2_grpc.add_CustomerManagementServiceServicer_to_server(servicer, self.grpc)
+        registry = self.wrapper.registry(self.grpc)
+        registry.add_service(SERVICE, servicer)
         if self.gateway_enabled:
             hubs = Hubs(self.database, watching, self.config.hub_allowed_hosts.split(","))
             services = {s.kind.kind: s for s in (customers, accounts, payment_means)}
@@ -274,9 +295,10 @@ class Server:
             self.dispatcher = Dispatcher(
                 hubs, watching, claim_interval=self.config.hub_claim_interval
             )
-        health_pb2_grpc.add_HealthServicer_to_server(self.health, self.grpc)
+        health_pb2_grpc.add_HealthServicer_to_server(self.health, registry)
         if self.config.reflection:
-            reflection.enable(self.grpc, SERVICE_NAME, health.SERVICE_NAME)
+            reflection.enable(registry, SERVICE_NAME, health.SERVICE_NAME)
+        self.grpc.add_generic_rpc_handlers([self.wrapper.unknown()])  # asked last
 
     async def _set_health(self, *, serving: bool) -> None:
         status = health_pb2.HealthCheckResponse.SERVING

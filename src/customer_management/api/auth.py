@@ -1,10 +1,11 @@
-"""Who may call what: bearer tokens or client certificates, with scopes, in one interceptor.
+"""Who may call what: bearer tokens or client certificates, with scopes.
 
 The callers file maps SHA-256 hashes of tokens (never the tokens), or the subjects of
 client certificates (mutual TLS), to an identity and its scopes. A call presents
 `authorization: Bearer <token>`, whose hash is compared with every entry in constant
 time, or a certificate the server's client CA signed. Health checking stays open; every
-other method needs its scope, and a method this table does not know is denied.
+other method needs its scope, and a method this table does not know is denied
+(api/handlers.py asks, for every call).
 """
 
 from __future__ import annotations
@@ -12,25 +13,15 @@ from __future__ import annotations
 import hashlib
 import hmac
 import json
-from collections.abc import AsyncIterator, Callable
-from contextlib import aclosing
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-import grpc
-
-from customer_management.api.errors import WrappingInterceptor, abort
-from customer_management.domain.callers import current as current_caller
 from customer_management.domain.errors import DomainError
+from tmf629.v1 import service_pb2
 
 SCOPES = frozenset({"read", "write", "watch", "admin"})
-SERVICE = "/tmf629.v1.CustomerManagementService/"
-OPEN_PREFIXES = ("/grpc.health.v1.Health/",)
-REFLECTION_PREFIXES = (
-    "/grpc.reflection.v1alpha.ServerReflection/",
-    "/grpc.reflection.v1.ServerReflection/",
-)
+SERVICE = "/" + service_pb2.DESCRIPTOR.services_by_name["CustomerManagementService"].full_name + "/"
 _SCOPE_OF_VERB = {
     "Get": "read",
     "List": "read",
@@ -82,6 +73,15 @@ class Callers:
         """The caller a verified client certificate names (its subject, `CN=…`)."""
         return self._subjects.get(subject)
 
+    def identify(self, context: Any) -> Caller | None:
+        """The caller of a gRPC call: its bearer token's, else its client certificate's."""
+        metadata = context.invocation_metadata() or ()
+        header = next((value for key, value in metadata if key == "authorization"), "")
+        kind, _, token = str(header).partition(" ")
+        if kind.lower() == "bearer" and token.strip():
+            return self.find(token.strip())
+        return self.by_subject(certificate_subject(context))
+
     def find(self, token: str) -> Caller | None:
         """The caller of `token`, comparing with every entry whatever matches first."""
         digest = hashlib.sha256(token.encode()).digest()
@@ -119,76 +119,7 @@ def required_scope(method: str) -> str | None:
     return next((s for verb, s in _SCOPE_OF_VERB.items() if name.startswith(verb)), None)
 
 
-class AuthInterceptor(WrappingInterceptor):
-    def __init__(self, callers: Callers, *, reflection_open: bool = True) -> None:
-        super().__init__()
-        self.callers = callers
-        self.open = OPEN_PREFIXES + (REFLECTION_PREFIXES if reflection_open else ())
-
-    def wrap(self, method: str, handler: Any) -> Any:
-        if method.startswith(self.open):
-            return handler
-        scope = required_scope(method)
-        return _checking(handler, lambda context: self._denial(scope, context))
-
-    def _denial(self, scope: str | None, context: Any) -> DomainError | None:
-        if scope is None:
-            return DomainError(
-                "this method is not open to any caller",
-                code="PERMISSION_DENIED",
-                reason="METHOD_NOT_ALLOWED",
-            )
-        caller = self._caller(context)
-        if caller is not None:
-            current_caller.set(caller.identity)  # for created_by / updated_by, in this call
-        return denial(caller, scope)
-
-    def _caller(self, context: Any) -> Caller | None:
-        metadata = context.invocation_metadata() or ()
-        header = next((value for key, value in metadata if key == "authorization"), "")
-        kind, _, token = str(header).partition(" ")
-        if kind.lower() == "bearer" and token.strip():
-            return self.callers.find(token.strip())
-        return self.callers.by_subject(certificate_subject(context))
-
-
 def certificate_subject(context: Any) -> str:
     """`CN=…` of the client certificate grpc verified (mutual TLS); empty without one."""
     names = context.auth_context().get("x509_common_name") or []
     return f"CN={names[0].decode()}" if names else ""
-
-
-def _checking(handler: Any, deny: Callable[[Any], DomainError | None]) -> Any:
-    """`handler`, answering the denial `deny` finds for the call instead, if any."""
-    if handler is None:
-
-        async def unknown(request: Any, context: Any) -> Any:
-            await abort(context, deny(context) or _NOT_ALLOWED)
-
-        return grpc.unary_unary_rpc_method_handler(unknown)
-    if handler.unary_unary is not None:
-        behavior = handler.unary_unary
-
-        async def unary(request: Any, context: Any) -> Any:
-            if denial := deny(context):
-                await abort(context, denial)
-            return await behavior(request, context)
-
-        return handler._replace(unary_unary=unary)
-    if handler.unary_stream is not None:
-        stream = handler.unary_stream
-
-        async def streaming(request: Any, context: Any) -> AsyncIterator[Any]:
-            if denial := deny(context):
-                await abort(context, denial)
-            async with aclosing(stream(request, context)) as responses:
-                async for response in responses:
-                    yield response
-
-        return handler._replace(unary_stream=streaming)
-    return handler  # request-streaming methods: only reflection, open above
-
-
-_NOT_ALLOWED = DomainError(
-    "this method is not open to any caller", code="PERMISSION_DENIED", reason="METHOD_NOT_ALLOWED"
-)

@@ -2,19 +2,18 @@
 
 Domain exceptions carry their code, reason and violations; request bytes that do not
 parse become INVALID_ARGUMENT instead of grpcio's UNKNOWN; anything unexpected is
-logged and answered INTERNAL without its details.
+logged and answered INTERNAL without its details. api/handlers.py calls these for
+every method.
 """
 
 from __future__ import annotations
 
-import inspect
 import logging
-from collections.abc import AsyncIterator, Awaitable, Callable
-from contextlib import aclosing, asynccontextmanager
-from typing import TYPE_CHECKING, Any
+from collections.abc import Callable
+from datetime import timedelta
+from typing import Any
 
-import grpc
-from google.protobuf import any_pb2
+from google.protobuf import any_pb2, duration_pb2
 from google.rpc import code_pb2, error_details_pb2, status_pb2
 from grpc_status import rpc_status
 
@@ -22,21 +21,19 @@ from customer_management.domain.errors import (
     DomainError,
     FailedPrecondition,
     InvalidArgument,
+    ResourceExhausted,
     Unavailable,
 )
 from customer_management.store.errors import (
     StoreBusy,
     StoreCancelled,
     StoreConflict,
+    StoreOverloaded,
     StoreUnavailable,
 )
 
 DOMAIN = "tmf629.customer-management"
 
-if TYPE_CHECKING:  # grpc-stubs makes it generic; at run time it is not
-    _Interceptor = grpc.aio.ServerInterceptor[Any, Any]
-else:
-    _Interceptor = grpc.aio.ServerInterceptor
 log = logging.getLogger(__name__)
 
 
@@ -91,6 +88,10 @@ def status_of(error: DomainError) -> status_pb2.Status:
                 ]
             )
         )
+    if error.retry_delay is not None:
+        delay = duration_pb2.Duration()
+        delay.FromTimedelta(timedelta(seconds=error.retry_delay))
+        details.append(error_details_pb2.RetryInfo(retry_delay=delay))
     packed = []
     for detail in details:
         any_detail = any_pb2.Any()
@@ -108,6 +109,12 @@ def as_domain_error(error: Exception) -> DomainError:
         return error
     if isinstance(error, StoreUnavailable):
         return Unavailable(f"the database is unavailable: {error}")
+    if isinstance(error, StoreOverloaded):
+        return ResourceExhausted(
+            f"the service is at its capacity: {error}; retry after a short delay",
+            reason="OVERLOADED",
+            retry_delay=max(0.05, error.retry_after),
+        )
     if isinstance(error, StoreBusy):
         return Unavailable(f"the database is busy: {error}; retry", reason="DATABASE_BUSY")
     if isinstance(error, StoreCancelled):
@@ -132,12 +139,14 @@ def as_domain_error(error: Exception) -> DomainError:
     return DomainError("internal error", code="INTERNAL", reason="INTERNAL")
 
 
-async def abort(context: grpc.aio.ServicerContext[Any, Any], error: Exception) -> None:
-    status = rpc_status.to_status(status_of(as_domain_error(error)))
-    await context.abort(status.code, status.details, status.trailing_metadata)
+def answer(error: Exception) -> Any:
+    """The rich status of `error`: grpc_status's Status (code, details, trailing metadata)."""
+    return rpc_status.to_status(status_of(as_domain_error(error)))
 
 
-def _safe(deserializer: Callable[[bytes], Any] | None) -> Callable[[bytes], Any] | None:
+def safe_deserializer(deserializer: Callable[[bytes], Any] | None) -> Callable[[bytes], Any] | None:
+    """`deserializer`, returning Malformed instead of raising: grpcio would answer a request
+    that does not parse with UNKNOWN and the exception's name."""
     if deserializer is None:
         return None
 
@@ -148,98 +157,3 @@ def _safe(deserializer: Callable[[bytes], Any] | None) -> Callable[[bytes], Any]
             return Malformed(error)
 
     return deserialize
-
-
-class WrappingInterceptor(_Interceptor):
-    """Wraps each method's handler once and keeps it, so a call costs a dict lookup.
-
-    Names no service has are wrapped every time and never kept: callers choose them.
-    """
-
-    def __init__(self) -> None:
-        self._handlers: dict[str, grpc.RpcMethodHandler[Any, Any]] = {}
-
-    async def intercept_service(
-        self,
-        continuation: Callable[
-            [grpc.HandlerCallDetails], Awaitable[grpc.RpcMethodHandler[Any, Any]]
-        ],
-        details: grpc.HandlerCallDetails,
-    ) -> grpc.RpcMethodHandler[Any, Any]:
-        method: str = details.method
-        cached = self._handlers.get(method)
-        if cached is not None:
-            return cached
-        handler = await continuation(details)
-        wrapped: grpc.RpcMethodHandler[Any, Any] = self.wrap(method, handler)
-        if handler is not None and handler is not UNKNOWN_METHOD:
-            self._handlers[method] = wrapped
-        return wrapped
-
-    def wrap(self, method: str, handler: Any) -> Any:
-        raise NotImplementedError
-
-
-class ErrorInterceptor(WrappingInterceptor):
-    """Wraps every unary-request method of every service with the error mapping."""
-
-    def wrap(self, method: str, handler: Any) -> Any:
-        return UNKNOWN_METHOD if handler is None else _wrap(handler)
-
-
-Context = grpc.aio.ServicerContext[Any, Any]
-
-
-@asynccontextmanager
-async def _answered(request: Any, context: Context) -> AsyncIterator[None]:
-    """Turns whatever the method raises into its rich status."""
-    try:
-        if isinstance(request, Malformed):
-            raise request
-        yield
-    except grpc.aio.AbortError:
-        raise
-    except Exception as error:
-        await abort(context, error)
-
-
-async def _unknown_method(request: bytes, context: Context) -> None:
-    await abort(
-        context, DomainError("no such method", code="UNIMPLEMENTED", reason="UNKNOWN_METHOD")
-    )
-
-
-UNKNOWN_METHOD: Any = grpc.unary_unary_rpc_method_handler(_unknown_method)
-
-
-def _wrap(handler: Any) -> Any:
-    """The handler with safe deserialisation and errors answered; request-streaming
-    methods (reflection) are left as they are."""
-    safe = _safe(handler.request_deserializer)
-    if handler.unary_unary is not None:
-        behavior = handler.unary_unary
-
-        async def unary_unary(request: Any, context: Context) -> Any:
-            async with _answered(request, context):
-                return await behavior(request, context)
-
-        return handler._replace(unary_unary=unary_unary, request_deserializer=safe)
-    if handler.unary_stream is not None and inspect.isasyncgenfunction(handler.unary_stream):
-        stream = handler.unary_stream
-
-        async def unary_stream(request: Any, context: Context) -> AsyncIterator[Any]:
-            async with _answered(request, context), aclosing(stream(request, context)) as out:
-                async for response in out:
-                    yield response
-
-        return handler._replace(unary_stream=unary_stream, request_deserializer=safe)
-    if handler.unary_stream is not None:
-        # A streaming method that writes with context.write (health's Watch).
-        written = handler.unary_stream
-
-        async def unary_written(request: Any, context: Context) -> None:
-            async with _answered(request, context):
-                await written(request, context)
-
-        return handler._replace(unary_stream=unary_written, request_deserializer=safe)
-    return handler

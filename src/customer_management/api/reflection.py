@@ -8,10 +8,10 @@ from __future__ import annotations
 
 from typing import Any
 
-import grpc
 from google.protobuf import descriptor_pool
 from google.protobuf.descriptor import FileDescriptor
-from grpc_reflection.v1alpha import reflection
+from grpc_reflection.v1alpha import reflection, reflection_pb2_grpc
+from grpc_reflection.v1alpha._async import ReflectionServicer
 
 
 class _MethodAwarePool:
@@ -30,6 +30,9 @@ class _MethodAwarePool:
         return getattr(self._pool, name)
 
 
-def enable(server: grpc.aio.Server, *service_names: str) -> None:
+def enable(server: Any, *service_names: str) -> None:
+    """Serves reflection of `service_names` on `server` (a grpc.aio server, or the
+    Registry that wraps its handlers)."""
     pool: Any = _MethodAwarePool(descriptor_pool.Default())
-    reflection.enable_server_reflection((*service_names, reflection.SERVICE_NAME), server, pool)
+    servicer = ReflectionServicer((*service_names, reflection.SERVICE_NAME), pool=pool)
+    reflection_pb2_grpc.add_ServerReflectionServicer_to_server(servicer, server)

@@ -4,24 +4,31 @@ from __future__ import annotations
 
 import contextlib
 from collections.abc import AsyncIterator
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
+import grpc
 from google.protobuf.empty_pb2 import Empty
 
+from customer_management.domain.kinds import M
 from customer_management.domain.pin_checks import PinChecks
 from customer_management.domain.service import ResourceService
 from customer_management.domain.watching import Watching
+from customer_management.domain.wire import Encoded
 from tmf629.v1 import service_pb2 as pb
-from tmf629.v1 import service_pb2_grpc
 from tmf629.v1.customer_account_pb2 import CustomerAccount
 from tmf629.v1.customer_pb2 import Customer
 from tmf629.v1.events_pb2 import WatchEventsRequest, WatchEventsResponse
 from tmf629.v1.payment_mean_pb2 import PaymentMean
 
-Context = Any
+if TYPE_CHECKING:  # grpc-stubs makes it generic; at run time it is not
+    Context = grpc.aio.ServicerContext[Any, Any]
+else:
+    Context = grpc.aio.ServicerContext
 
 
-class CustomerManagementServicer(service_pb2_grpc.CustomerManagementServiceServicer):
+class CustomerManagementServicer:
+    """One method per RPC of the service's descriptor (api/handlers.py registers them)."""
+
     def __init__(
         self,
         customers: ResourceService[Customer],
@@ -38,11 +45,13 @@ class CustomerManagementServicer(service_pb2_grpc.CustomerManagementServiceServi
 
     # Customer
 
-    async def CreateCustomer(self, request: pb.CreateCustomerRequest, context: Context) -> Customer:
+    async def CreateCustomer(self, request: pb.CreateCustomerRequest, context: Context) -> Encoded:
         return await self._customers.create(request.customer, request.request_id)
 
-    async def GetCustomer(self, request: pb.GetCustomerRequest, context: Context) -> Customer:
-        return await self._customers.get(request.id, request.read_mask)
+    async def GetCustomer(
+        self, request: pb.GetCustomerRequest, context: Context
+    ) -> Customer | Encoded:
+        return await _get(self._customers, request.id, request, context)
 
     async def ListCustomers(
         self, request: pb.ListCustomersRequest, context: Context
@@ -61,7 +70,7 @@ class CustomerManagementServicer(service_pb2_grpc.CustomerManagementServiceServi
             total_size=page.total_size,
         )
 
-    async def UpdateCustomer(self, request: pb.UpdateCustomerRequest, context: Context) -> Customer:
+    async def UpdateCustomer(self, request: pb.UpdateCustomerRequest, context: Context) -> Encoded:
         return await self._customers.update(request.customer, request.update_mask)
 
     async def DeleteCustomer(self, request: pb.DeleteCustomerRequest, context: Context) -> Empty:
@@ -72,12 +81,14 @@ class CustomerManagementServicer(service_pb2_grpc.CustomerManagementServiceServi
 
     async def CreateCustomerAccount(
         self, request: pb.CreateCustomerAccountRequest, context: Context
-    ) -> CustomerAccount:
+    ) -> Encoded:
         return await self._accounts.create(request.customer_account, request.request_id)
 
     async def GetCustomerAccount(
         self, request: pb.GetCustomerAccountRequest, context: Context
-    ) -> CustomerAccount:
+    ) -> CustomerAccount | Encoded:
+        if not request.external_reference:
+            return await _get(self._accounts, request.id, request, context)
         return await self._accounts.lookup(
             request.id, {"external_reference": request.external_reference}, request.read_mask
         )
@@ -112,7 +123,7 @@ class CustomerManagementServicer(service_pb2_grpc.CustomerManagementServiceServi
 
     async def UpdateCustomerAccount(
         self, request: pb.UpdateCustomerAccountRequest, context: Context
-    ) -> CustomerAccount:
+    ) -> Encoded:
         return await self._accounts.update(request.customer_account, request.update_mask)
 
     async def DeleteCustomerAccount(
@@ -125,13 +136,13 @@ class CustomerManagementServicer(service_pb2_grpc.CustomerManagementServiceServi
 
     async def CreatePaymentMean(
         self, request: pb.CreatePaymentMeanRequest, context: Context
-    ) -> PaymentMean:
+    ) -> Encoded:
         return await self._payment_means.create(request.payment_mean, request.request_id)
 
     async def GetPaymentMean(
         self, request: pb.GetPaymentMeanRequest, context: Context
-    ) -> PaymentMean:
-        return await self._payment_means.get(request.id, request.read_mask)
+    ) -> PaymentMean | Encoded:
+        return await _get(self._payment_means, request.id, request, context)
 
     async def ListPaymentMeans(
         self, request: pb.ListPaymentMeansRequest, context: Context
@@ -152,7 +163,7 @@ class CustomerManagementServicer(service_pb2_grpc.CustomerManagementServiceServi
 
     async def UpdatePaymentMean(
         self, request: pb.UpdatePaymentMeanRequest, context: Context
-    ) -> PaymentMean:
+    ) -> Encoded:
         return await self._payment_means.update(request.payment_mean, request.update_mask)
 
     async def DeletePaymentMean(
@@ -169,3 +180,15 @@ class CustomerManagementServicer(service_pb2_grpc.CustomerManagementServiceServi
         async with contextlib.aclosing(self._watching.watch(request)) as responses:
             async for response in responses:
                 yield response
+
+
+async def _get(service: ResourceService[M], id: str, request: Any, context: Context) -> M | Encoded:
+    """A Get by id: the stored wire form as it is, unless a read mask selects fields.
+    Metadata `cache-control: no-cache` asks for a read from the database itself."""
+    fresh = any(
+        key == "cache-control" and "no-cache" in value
+        for key, value in context.invocation_metadata() or ()
+    )
+    if request.HasField("read_mask") and request.read_mask.paths:
+        return await service.get(id, request.read_mask, fresh=fresh)
+    return await service.get_wire(id, fresh=fresh)

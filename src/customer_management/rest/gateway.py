@@ -201,8 +201,8 @@ class _Resource:
         data = await _json_body(request)
         with self._json_terms():
             resource = from_json(data, self.kind.message_type)
-            created = await self.service.create(
-                resource, request.headers.get("Idempotency-Key", "")
+            created = self.service.message(
+                await self.service.create(resource, request.headers.get("Idempotency-Key", ""))
             )
         headers = {"Location": created.href, **_etag(created.etag)}
         return _json(to_json(created), status=201, headers=headers)
@@ -219,7 +219,7 @@ class _Resource:
         )
         with self._json_terms():
             for _ in range(PATCH_RETRIES):
-                current = await self.service.get(id)
+                current = await self.service.get(id, fresh=True)  # its etag must be current
                 for name in ("id", "href"):
                     if name in patch and patch[name] != getattr(current, name):
                         raise _invalid(name, "cannot be changed")
@@ -227,7 +227,7 @@ class _Resource:
                 resource.id = id
                 resource.etag = if_match or current.etag
                 try:
-                    updated = await self.service.update(resource, mask)
+                    updated = self.service.message(await self.service.update(resource, mask))
                 except Aborted:
                     if if_match:
                         raise
