@@ -20,7 +20,7 @@ from test_all_resources import card
 
 from conftest import postgres_database
 from customer_management.config import Config
-from customer_management.domain import notifications
+from customer_management.domain import notifications, wire
 from customer_management.domain.notifications import Change
 from customer_management.domain.retention import forget_old_events
 from customer_management.domain.watching import token
@@ -369,13 +369,13 @@ async def test_a_failed_unit_in_a_group_commit_leaves_no_event(server, sql) -> N
 
     def recording(id: str, fail: bool) -> Any:
         def unit(session: Session) -> str:
-            built = notifications.event("customer", Change.CREATE, Customer(id=id), now)
+            built = notifications.header("customer", Change.CREATE, now)
             outbox.record(
                 session,
                 event_type=built.event_type,
                 resource_id=id,
                 event_time=now,
-                body=built.SerializeToString(),
+                body=wire.event(built, "customer", Customer(id=id).SerializeToString()),
             )
             if fail:
                 raise ValueError("refused after recording")
@@ -619,13 +619,13 @@ async def test_a_late_commit_is_delivered_in_commit_order(stub, watch, server) -
     def slow_writer() -> None:
         with Session(engine) as session, session.begin():
             now = datetime.now(UTC)
-            built = notifications.event("customer", Change.UPDATE, late, now, ["name"])
+            built = notifications.header("customer", Change.UPDATE, now, ["name"])
             outbox.record(
                 session,
                 event_type=built.event_type,
                 resource_id=late.id,
                 event_time=now,
-                body=built.SerializeToString(),
+                body=wire.event(built, "customer", late.SerializeToString()),
             )
             outbox.flush(session)
             holding.set()
