@@ -38,7 +38,13 @@ from google.protobuf import json_format
 from google.protobuf.message import Message
 from grpc_health.v1 import health_pb2, health_pb2_grpc
 
-from customer_management import bench_load, bench_scale, bench_tracing
+from customer_management import (
+    bench_load,
+    bench_overload,
+    bench_reads,
+    bench_scale,
+    bench_tracing,
+)
 from tmf629.v1 import service_pb2 as pb
 from tmf629.v1 import service_pb2_grpc
 from tmf629.v1.customer_pb2 import Customer
@@ -549,6 +555,48 @@ def mixed_load(database: str, workdir: Path, args: argparse.Namespace) -> bench_
     return run
 
 
+@contextmanager
+def fresh_database(database: str, workdir: Path, label: str) -> Iterator[str]:
+    """A database of its own for a phase: an SQLite file, or a PostgreSQL database."""
+    if database == "sqlite":
+        yield f"sqlite:///{workdir / f'{label}.db'}"
+    else:
+        with postgres_database() as url:
+            yield url
+
+
+def load_file(url: str, path: Path) -> None:
+    """Loads TMF JSON lines with `customer-management import` (its progress bar shows)."""
+    command = Path(sys.executable).with_name("customer-management")
+    subprocess.run(
+        [str(command), "import", str(path), "--database-url", url, "--log-level", "WARNING"],
+        check=True,
+    )
+
+
+def reads_phase(database: str, workdir: Path, args: argparse.Namespace) -> bench_reads.ReadRun:
+    with fresh_database(database, workdir, "reads") as url:
+        return bench_reads.read_run(
+            database,
+            url,
+            workdir,
+            server,
+            load_file,
+            rows=args.reads_rows,
+            rounds=args.rounds,
+            requests=args.reads_requests,
+        )
+
+
+def overload_phase(
+    database: str, workdir: Path, args: argparse.Namespace
+) -> bench_overload.OverloadRun:
+    with fresh_database(database, workdir, "overload") as url:
+        return bench_overload.overload_run(
+            database, url, workdir, server, seconds=args.overload_seconds
+        )
+
+
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(prog="customer-management-bench", description=__doc__)
     parser.add_argument("--requests", type=int, default=20000, help="requests per run")
@@ -576,12 +624,24 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument(
         "--tracing-rounds", type=int, default=3, help="rounds of the tracing phase; 0 skips it"
     )
+    parser.add_argument(
+        "--reads-rows",
+        type=int,
+        default=100_000,
+        help="customers for the reads phase (Gets at three hit ratios, updates); 0 skips it",
+    )
+    parser.add_argument("--reads-requests", type=int, default=50_000, help="per load there")
+    parser.add_argument(
+        "--overload-seconds", type=float, default=10.0, help="of the flood; 0 skips the phase"
+    )
     parser.add_argument("--output", default="BENCHMARKS.md")
     args = parser.parse_args(argv)
     binary = ensure_h2load()
     runs: list[Run] = []
     watching: list[WatchRun] = []
     loaded: list[bench_load.LoadRun] = []
+    reads: list[bench_reads.ReadRun] = []
+    overloads: list[bench_overload.OverloadRun] = []
     with tempfile.TemporaryDirectory(prefix="cm-bench-") as tmp:
         workdir = Path(tmp)
         for database in filter(None, args.databases.split(",")):
@@ -593,6 +653,10 @@ def main(argv: list[str] | None = None) -> int:
                     found, watched = bench_database("postgresql", url, binary, args, workdir)
             runs += found
             watching += [watched] if watched else []
+            if args.reads_rows > 0:
+                reads.append(reads_phase(database, workdir, args))
+            if args.overload_seconds > 0:
+                overloads.append(overload_phase(database, workdir, args))
             if args.load_minutes > 0:
                 loaded.append(mixed_load(database, workdir, args))
         traced = None
@@ -614,6 +678,8 @@ def main(argv: list[str] | None = None) -> int:
     text = (
         report(rows, args, command)
         + watch_report(watching)
+        + bench_reads.report(reads)
+        + bench_overload.report(overloads)
         + bench_load.report(loaded)
         + bench_tracing.report(traced, args)
         + bench_scale.report(scaled)
@@ -623,6 +689,8 @@ def main(argv: list[str] | None = None) -> int:
     met = (
         all(row["met"] for row in rows)
         and all(watch_met(run) for run in watching)
+        and all(bench_reads.met(run) for run in reads)
+        and all(bench_overload.met(run) for run in overloads)
         and all(bench_load.met(run) for run in loaded)
         and (traced is None or bench_tracing.met(traced))
         and all(bench_scale.met(run) for run in scaled)
