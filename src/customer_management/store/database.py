@@ -24,12 +24,13 @@ from contextlib import contextmanager
 from dataclasses import dataclass
 from typing import Any, TypeVar
 
+import psycopg
 from sqlalchemy import Connection, Engine, create_engine, event, text
 from sqlalchemy.engine import make_url
 from sqlalchemy.exc import DBAPIError, IntegrityError, OperationalError
 from sqlalchemy.orm import Session, sessionmaker
 
-from customer_management.store import guards, outbox, writes
+from customer_management.store import guards, outbox, resources, writes
 from customer_management.store.batching import Batcher, Item, Outcome, Result
 from customer_management.store.errors import (
     StoreBusy,
@@ -40,6 +41,7 @@ from customer_management.store.errors import (
 )
 from customer_management.store.guards import Guard, Sweeper
 from customer_management.store.outbox import StoredEvent
+from customer_management.store.units import ALONE, Unit
 
 T = TypeVar("T")
 log = logging.getLogger(__name__)
@@ -171,7 +173,7 @@ class Database:
         self._reads: dict[Guard, tuple[float, asyncio.Future[Any], asyncio.Future[Any]]] = {}
         """Each read in progress: when it was asked for, its answer and its thread's job."""
         self._sweeper.add(self._sweep_reads)
-        self._writes: Batcher[Callable[[Session], Any], Any] = Batcher(
+        self._writes: Batcher[Unit | Callable[[Session], Any], Any] = Batcher(
             self._writers,
             self._run_writes,
             lanes=writers,
@@ -295,9 +297,12 @@ class Database:
                 with consistent.begin(), Session(bind=consistent) as session:
                     yield session
 
-    async def write(self, work: Callable[[Session], T]) -> T:
-        """Runs `work` in a transaction; returns once that transaction has committed."""
-        result: T = await self._writes.submit(work)
+    async def write(
+        self, work: Callable[[Session], T], *, lock: tuple[str, str] | None = None
+    ) -> T:
+        """Runs `work` in a transaction; returns once that transaction has committed.
+        `lock`: (kind, id) of the resource it reads to change (see units.py)."""
+        result: T = await self._writes.submit(Unit(work, lock))
         return result
 
     def reader(
@@ -347,19 +352,21 @@ class Database:
         self._event_listeners.append(listener)
 
     def _run_writes(
-        self, works: Sequence[Callable[[Session], Any]], guard: Guard
+        self, batch: Sequence[Unit | Callable[[Session], Any]], guard: Guard
     ) -> list[Outcome[Any]]:
         """Commits the batch as one transaction. When anything in it fails, the batch
-        runs again with each unit in a savepoint of its own, so a unit must be
-        re-runnable; `alone(session)` tells it which run it is in."""
+        runs again with each unit in a savepoint of its own (see units.py)."""
+        units = [unit if isinstance(unit, Unit) else Unit(unit) for unit in batch]
+        works = [unit.work for unit in units]
 
         def all_together(session: Session) -> list[Outcome[Any]]:
+            resources.lock_many(session, [unit.lock for unit in units if unit.lock])
             outcomes: list[Outcome[Any]] = []
             for work in works:
                 events, rows, written = outbox.mark(session), writes.mark(session), _dml(session)
                 try:
                     outcomes.append(Outcome(value=work(session)))
-                except DBAPIError:
+                except (DBAPIError, psycopg.Error):
                     raise  # the database refused: on PostgreSQL the transaction is lost
                 except Exception as error:
                     if _dml(session) != written or session.dirty or session.new or session.deleted:
@@ -380,7 +387,7 @@ class Database:
                 return [Outcome(error=_translate(error))]  # a unit's own refusal
 
         def each_in_a_savepoint(session: Session) -> list[Outcome[Any]]:
-            session.info[_ALONE] = True
+            session.info[ALONE] = True
             outcomes: list[Outcome[Any]] = []
             for work in works:
                 events, rows = outbox.mark(session), writes.mark(session)
@@ -451,7 +458,6 @@ class Database:
         self.read_engine.dispose()
 
 
-_ALONE = "database.alone"
 _DML = "database.dml"
 
 
@@ -466,14 +472,8 @@ def _count_writes(engine: Engine) -> None:
 
 
 def _dml(session: Session) -> int:
-    return int(session.connection().info.get(_DML, 0))
-
-
-def alone(session: Session) -> bool:
-    """Whether a unit of work runs in a savepoint of its own, after its batch failed
-    together. Together, a unit may leave a check to a constraint (a request id or a
-    unique key taken): if one refuses, every unit runs again alone, and then checks."""
-    return bool(session.info.get(_ALONE))
+    info = session.connection().info
+    return int(info.get(_DML, 0)) + int(info.get(writes.WRITTEN, 0))
 
 
 def _relay(answer: asyncio.Future[T], done: asyncio.Future[T]) -> None:
@@ -508,6 +508,12 @@ CONFLICT_SQLSTATES = frozenset({"40P01", "40001"})
 
 def _translate(error: Exception) -> Exception:
     """The store's own exceptions for what the database says; anything else unchanged."""
+    if isinstance(error, psycopg.Error):  # from a pipeline sent past SQLAlchemy (writes.py)
+        if isinstance(error, psycopg.IntegrityError) or error.sqlstate in CONFLICT_SQLSTATES:
+            return StoreConflict(str(error).splitlines()[0])
+        if isinstance(error, psycopg.OperationalError):
+            return StoreUnavailable(str(error).splitlines()[0])
+        return error
     if isinstance(error, IntegrityError) or (
         isinstance(error, DBAPIError)
         and getattr(error.orig, "sqlstate", None) in CONFLICT_SQLSTATES

@@ -8,7 +8,8 @@ from datetime import datetime
 from typing import Any, Protocol, cast
 
 from psycopg import sql
-from sqlalchemy import Connection, Select, Table, bindparam, delete, literal, select, text
+from sqlalchemy import Connection, Select, Table, bindparam, literal, select, text
+from sqlalchemy import delete as delete_statement
 from sqlalchemy.orm import Session
 
 from customer_management.store import writes
@@ -20,6 +21,7 @@ from customer_management.store.models import (
     RequestKey,
     ResourceRow,
 )
+from customer_management.store.units import alone
 
 
 @dataclass(frozen=True)
@@ -85,6 +87,84 @@ def get(session: Session, kind: str, id: str, *, for_update: bool = False) -> Re
         # an etag check against them would let a concurrent update be overwritten.
         query = query.with_for_update().execution_options(populate_existing=True)
     return session.scalars(query).one_or_none()
+
+
+@dataclass(frozen=True)
+class Locked:
+    """A resource's row as a unit that changes it reads it, locked for the transaction."""
+
+    id: str
+    version: int
+    create_time: datetime
+    update_time: datetime
+    body: bytes
+
+
+_LOCKED = "resources.locked"
+
+
+def _locking(model: type[ResourceRow]) -> Select[str, int, datetime, datetime, bytes]:
+    return select(model.id, model.version, model.create_time, model.update_time, model.body)
+
+
+_LOCKING = {kind: _locking(model) for kind, model in ROWS.items()}
+
+
+def lock_many(session: Session, wanted: Sequence[tuple[str, str]]) -> None:
+    """Locks and reads the rows of (kind, id) at once, in one statement per kind and in id
+    order (so two writers cannot deadlock on them), for `lock` to return; SQLite's writer
+    is alone already. Only for a batch run together (see units.py): alone, `lock` reads."""
+    by_kind: dict[str, set[str]] = {}
+    for kind, id in wanted:
+        by_kind.setdefault(kind, set()).add(id)
+    locked: dict[tuple[str, str], Locked | None] = session.info.setdefault(_LOCKED, {})
+    for kind, ids in by_kind.items():
+        model = ROWS[kind]
+        query = _LOCKING[kind].where(model.id.in_(sorted(ids))).order_by(model.id)
+        if session.get_bind().dialect.name == "postgresql":
+            query = query.with_for_update()
+        found = {row.id: Locked(*row) for row in session.execute(query)}
+        for id in ids:
+            locked[(kind, id)] = found.get(id)
+
+
+def lock(session: Session, kind: str, id: str) -> Locked | None:
+    """The row of a resource a unit is about to change, locked until the transaction ends
+    (on PostgreSQL; SQLite has one writer), None if it does not exist."""
+    locked: dict[tuple[str, str], Locked | None] = session.info.get(_LOCKED, {})
+    if not alone(session) and (kind, id) in locked:
+        return locked[(kind, id)]
+    model = ROWS[kind]
+    query = _LOCKING[kind].where(model.id == id)
+    if session.get_bind().dialect.name == "postgresql":
+        query = query.with_for_update()
+    row = session.execute(query).one_or_none()
+    return Locked(*row) if row is not None else None
+
+
+def update(session: Session, kind: str, id: str, values: Mapping[str, Any]) -> None:
+    """Writes `values` (with the new version, update time and body) to a resource's row,
+    with the batch's other changes (writes.py)."""
+    writes.update(session, _table(ROWS[kind]), ("id", id), values)
+    locked: dict[tuple[str, str], Locked | None] = session.info.get(_LOCKED, {})
+    if (kind, id) in locked:  # as a later unit of the batch must find it
+        row = locked[(kind, id)]
+        assert row is not None
+        locked[(kind, id)] = Locked(
+            id,
+            values.get("version", row.version),
+            row.create_time,
+            values.get("update_time", row.update_time),
+            values.get("body", row.body),
+        )
+
+
+def delete(session: Session, kind: str, id: str) -> None:
+    """Deletes a resource's row and its child rows."""
+    replace_children(session, kind, id, {})
+    table = _table(ROWS[kind])
+    session.execute(delete_statement(table).where(table.c.id == id))
+    session.info.get(_LOCKED, {})[(kind, id)] = None
 
 
 def bulk(session: Session) -> None:
@@ -163,15 +243,9 @@ def replace_children(
             continue
         child = _table(table)
         if not new:  # Core, not ORM: no session objects to keep in step
-            session.execute(delete(child).where(child.c[owner] == id))
+            session.execute(delete_statement(child).where(child.c[owner] == id))
         if rows:
             writes.insert(session, child, [{owner: id, **row} for row in rows])
-
-
-def remove(session: Session, kind: str, row: ResourceRow) -> None:
-    replace_children(session, kind, row.id, {})
-    session.delete(row)
-    session.flush()
 
 
 def referrers(session: Session, kind: str, id: str) -> list[Referrer]:
@@ -210,7 +284,7 @@ def targets(session: Session, kind: str, ids: Iterable[str]) -> dict[str, Target
 
 def forget_requests(session: Session, before: datetime) -> int:
     """Drops the request ids recorded before `before`; returns how many."""
-    result = session.execute(delete(RequestKey).where(RequestKey.create_time < before))
+    result = session.execute(delete_statement(RequestKey).where(RequestKey.create_time < before))
     return int(getattr(result, "rowcount", 0) or 0)
 
 
