@@ -531,6 +531,47 @@ def watch_report(runs: list[WatchRun]) -> str:
     return "\n".join(lines)
 
 
+PG_SETTINGS = (
+    "autovacuum",
+    "autovacuum_naptime",
+    "autovacuum_vacuum_scale_factor",
+    "synchronous_commit",
+    "shared_buffers",
+    "max_connections",
+)
+
+
+@contextmanager
+def autovacuum_on() -> Iterator[dict[str, str]]:
+    """PostgreSQL with autovacuum on for the minutes of the mixed load (it is off on these
+    machines, and every update then leaves a dead row behind for good); the setting is
+    put back afterwards. Yields the settings the load runs with."""
+    with psycopg.connect(POSTGRES_URL, autocommit=True) as admin:
+        was, where = admin.execute(  # type: ignore[misc]
+            "SELECT setting, coalesce(sourcefile, '') FROM pg_settings WHERE name = 'autovacuum'"
+        ).fetchone()
+        if was != "on":
+            admin.execute("ALTER SYSTEM SET autovacuum = on")
+            admin.execute("SELECT pg_reload_conf()")
+            time.sleep(0.5)
+        shown = {
+            name: str(admin.execute(f"SHOW {name}").fetchone()[0])  # type: ignore[index]
+            for name in PG_SETTINGS
+        }
+    print(f"[postgresql] mixed load with {shown}", flush=True)
+    try:
+        yield shown
+    finally:
+        if was != "on":
+            with psycopg.connect(POSTGRES_URL, autocommit=True) as admin:
+                # As it was: set by ALTER SYSTEM before, or from the configuration file.
+                if where.endswith("postgresql.auto.conf"):
+                    admin.execute(f"ALTER SYSTEM SET autovacuum = {was}")
+                else:
+                    admin.execute("ALTER SYSTEM RESET autovacuum")
+                admin.execute("SELECT pg_reload_conf()")
+
+
 def mixed_load(database: str, workdir: Path, args: argparse.Namespace) -> bench_load.LoadRun:
     """The mixed load on a database of its own, against a server of its own."""
     settings = {
@@ -543,8 +584,9 @@ def mixed_load(database: str, workdir: Path, args: argparse.Namespace) -> bench_
         url = f"sqlite:///{workdir / 'load.db'}"
         run = bench_load.load_run(database, url, workdir, server, **settings)
     else:
-        with postgres_database() as url:
+        with autovacuum_on() as shown, postgres_database() as url:
             run = bench_load.load_run(database, url, workdir, server, **settings)
+            run.settings = shown
     print(
         f"[{database}] mixed load: max {run.max_rps:.0f}/s, steady {run.achieved_rps:.0f}/s,"
         f" {run.error_count} errors, p99 later/earlier half {run.p99_growth:.2f},"

@@ -79,6 +79,8 @@ class LoadRun:
     """The fewest events any one watcher received (each should get every write)."""
     rss: list[tuple[float, float]] = field(default_factory=list)
     """(minutes since the steady load began, server RSS in MB)."""
+    settings: dict[str, str] = field(default_factory=dict)
+    """The database's settings it ran with (PostgreSQL)."""
 
     @property
     def calls(self) -> int:
@@ -493,6 +495,10 @@ def report(runs: list[LoadRun]) -> str:
             f" {run.rss[0][1]:.0f} → {run.rss[-1][1]:.0f} |"
             f" {run.rss_slope:+.2f} | {'yes' if met(run) else '**no**'} |"
         )
+    for run in runs:
+        if run.settings:
+            shown = ", ".join(f"{name} = {value}" for name, value in run.settings.items())
+            lines += ["", f"{run.database} ran with {shown}."]
     for run in runs:
         lines += [
             "",
