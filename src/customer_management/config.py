@@ -51,7 +51,7 @@ class Config:
     max_watchers: int = 1000
     max_streams_per_connection: int = 1000
     watch_buffer: int = 10_000
-    overload_latency: float = 0.25
+    overload_latency: float = 0.5
     cache_mb: float = 64.0
     cache_staleness: float = 1.0
 

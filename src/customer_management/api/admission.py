@@ -6,7 +6,9 @@ limit on the calls in progress at once and a short queue in front of it:
 - The limit adapts to what the service sustains, by additive increase and multiplicative
   decrease on latency (the AIMD limit of Netflix's concurrency-limits, as TCP does for
   congestion): a call that completes within the target latency raises it by 1/limit,
-  one that takes longer cuts it by a tenth, at most once per target interval.
+  one that takes longer cuts it in the proportion of target to latency (at least by a
+  tenth, at most by half), at most once per target interval, so a flood brings it down
+  within a second or two.
 - A call over the limit waits in the queue, which holds at most `limit` calls, so a
   burst is absorbed and its wait is about one more call's time.
 - A call that would find the queue full, or whose deadline would pass before a slot is
@@ -99,7 +101,8 @@ class Limiter:
             now = time.monotonic()
             if now - self._cut_at >= self.target:
                 self._cut_at = now
-                self.limit = max(MINIMUM_LIMIT, self.limit * 0.9)
+                cut = min(0.9, max(0.5, self.target / seconds))
+                self.limit = max(MINIMUM_LIMIT, self.limit * cut)
         elif ok:
             self.limit = min(MAXIMUM_LIMIT, self.limit + 1.0 / self.limit)
         self._release()

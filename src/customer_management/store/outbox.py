@@ -15,7 +15,7 @@ from datetime import datetime
 from typing import Any, cast
 
 import psycopg
-from sqlalchemy import URL, Connection, Table, delete, func, insert, select, text, update
+from sqlalchemy import URL, Connection, Table, delete, func, select, text, update
 from sqlalchemy.orm import Session
 
 from customer_management.store import writes
@@ -84,30 +84,52 @@ def discard(session: Session, mark: int) -> None:
 
 
 def flush(session: Session) -> list[StoredEvent]:
-    """Writes the transaction's events; the last step before its commit."""
+    """Writes the transaction's pending rows (writes.py) and then its events; the last
+    step before its commit."""
     pending: list[tuple[dict[str, Any], int, bytes]] | None = session.info.pop(_PENDING, None)
     if not pending:
+        writes.flush(session)
         return []
     rows = [row for row, _, _ in pending]
-    connection = session.connection()
-    if connection.dialect.name == "sqlite":
-        # One multi-row statement (see writes.py); SQLite's only writer gets consecutive
-        # AUTOINCREMENT keys, in the order of the rows.
-        last = writes.insert_rows(connection, _EVENTS, rows)
+    if session.get_bind().dialect.name == "sqlite":
+        # One multi-row statement; SQLite's only writer gets consecutive AUTOINCREMENT
+        # keys, in the order of the rows.
+        writes.flush(session)
+        last = writes.insert_rows(session.connection(), _EVENTS, rows)
         return _stored(range(last - len(rows) + 1, last + 1), pending)
-    # One round trip: the lock, and the wake-up that the commit will deliver.
-    connection.execute(
-        text("SELECT pg_advisory_xact_lock(:key), pg_notify(:channel, '')"),
-        {"key": WRITERS_LOCK_KEY, "channel": CHANNEL},
-    )
     if len(pending) >= COPY_AT:
+        writes.flush(session, [(LOCK_AND_NOTIFY, LOCK_PARAMETERS)])
         return _stored(_copy(session, rows), pending)
-    seqs = connection.execute(_INSERT_RETURNING_SEQ, rows).scalars().all()
-    return _stored(seqs, pending)
+    # With the rows, in one round trip: the writers' lock, the wake-up that the commit
+    # will deliver, and the events, inserted in their order so that the sequence numbers
+    # them in it.
+    parameters: list[Any] = []
+    for position, row in enumerate(rows):
+        parameters += [position, row["event_type"], row["resource_id"]]
+        parameters += [row["event_time"], row["body"]]
+    values = ", ".join([_EVENT_VALUES] * len(rows))
+    _, inserted = writes.flush(
+        session,
+        [
+            (LOCK_AND_NOTIFY, LOCK_PARAMETERS),
+            (_INSERT_EVENTS.format(values=values), tuple(parameters)),
+        ],
+    )
+    return _stored(sorted(row[0] for row in inserted.fetchall()), pending)
 
 
 _EVENTS = cast(Table, EventRow.__table__)
-_INSERT_RETURNING_SEQ = insert(_EVENTS).returning(_EVENTS.c.seq, sort_by_parameter_order=True)
+LOCK_AND_NOTIFY = "SELECT pg_advisory_xact_lock(%s), pg_notify(%s, '')"
+LOCK_PARAMETERS = (WRITERS_LOCK_KEY, CHANNEL)
+_EVENT_VALUES = "(%s::integer, %s::integer, %s::varchar, %s::timestamptz, %s::bytea)"
+_INSERT_EVENTS = (
+    "INSERT INTO event (event_type, resource_id, event_time, body)"
+    " SELECT event_type, resource_id, event_time, body FROM (VALUES {values})"
+    " AS v(position, event_type, resource_id, event_time, body) ORDER BY position"
+    " RETURNING seq"
+)
+"""Rows inserted in ORDER BY order draw their sequence numbers in that order, so the
+numbers returned, sorted, are the events' in their order."""
 
 
 def _stored(

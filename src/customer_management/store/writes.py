@@ -59,12 +59,38 @@ def discard(session: Session, mark: int) -> None:
     del session.info.get(_PENDING, [])[mark:]
 
 
-def flush(session: Session) -> None:
-    """Writes the pending changes: one statement per table and kind of change, in
-    foreign-key order."""
+Statement = tuple[str, tuple[Any, ...]]
+
+
+def flush(session: Session, then: Sequence[Statement] = ()) -> list[Any]:
+    """Writes the pending changes, one statement per table and kind of change, in
+    foreign-key order, and `then` the given statements after them; returns the cursors
+    of `then` (on PostgreSQL all of it goes in one psycopg pipeline, one round trip:
+    psycopg lets go of the GIL while it waits for each answer, and the writer's wait to
+    get it back cost more than the statement)."""
+    statements = _take(session) + list(then)
+    if not statements:
+        return []
+    connection = session.connection()  # not session.execute: that would flush again
+    if connection.dialect.name == "postgresql":
+        raw = connection.connection.driver_connection
+        assert raw is not None
+        with raw.pipeline():
+            cursors = [raw.execute(statement, parameters) for statement, parameters in statements]
+    else:
+        cursors = [
+            connection.exec_driver_sql(statement, parameters)
+            for statement, parameters in statements
+        ]
+    connection.info[WRITTEN] = connection.info.get(WRITTEN, 0) + len(statements)
+    return cursors[len(statements) - len(then) :]
+
+
+def _take(session: Session) -> list[Statement]:
+    """The pending changes as statements (taken out of the session)."""
     pending: list[_Change] | None = session.info.pop(_PENDING, None)
     if not pending:
-        return
+        return []
     inserts: dict[Table, list[Mapping[str, Any]]] = {}
     updates: dict[Table, dict[tuple[str, Any], dict[str, Any]]] = {}
     for table, where, values in pending:
@@ -72,29 +98,18 @@ def flush(session: Session) -> None:
             inserts.setdefault(table, []).append(values)
         else:
             updates.setdefault(table, {}).setdefault(where, {}).update(values)
-    connection = session.connection()  # not session.execute: that would flush again
-    statements: list[tuple[str, tuple[Any, ...]]] = []
+    dialect = session.get_bind().dialect
+    statements: list[Statement] = []
     for table in sorted(inserts.keys() | updates.keys(), key=_ORDER.__getitem__):
         if table in inserts:
-            statements += _inserts(connection.dialect, table, inserts[table])
+            statements += _inserts(dialect, table, inserts[table])
         if table in updates:
-            statements += _updates(connection.dialect, table, updates[table])
-    if connection.dialect.name == "postgresql":
-        # All in one round trip: psycopg lets go of the GIL while it waits for each, and
-        # the writer's wait to get it back costs more than the statement.
-        raw = connection.connection.driver_connection
-        assert raw is not None
-        with raw.pipeline():
-            for statement, parameters in statements:
-                raw.execute(statement, parameters)
-        connection.info[WRITTEN] = connection.info.get(WRITTEN, 0) + len(statements)
-    else:
-        for statement, parameters in statements:
-            connection.exec_driver_sql(statement, parameters)
+            statements += _updates(dialect, table, updates[table])
+    return statements
 
 
 WRITTEN = "writes.written"
-"""In a connection's info: statements that changed data, for the write runner to tell a
+"""In a connection's info: statements sent by `flush`, for the write runner to tell a
 unit that refused from one that refused after writing (database.py counts its own)."""
 
 
