@@ -153,7 +153,9 @@ async def test_one_json_line_per_call_and_start_and_stop_lines(
     if url.startswith("postgresql"):  # a password, which no line may show (trust auth ignores it)
         url = make_url(url).set(password="hunter2-secret").render_as_string(hide_password=False)
     log = tmp_path / "server.log"
-    server = ServerProcess(url, log, "--log-level", "INFO", "--log-format", "json")
+    server = ServerProcess(
+        url, log, "--log-level", "INFO", "--log-format", "json", "--rpc-log-level", "INFO"
+    )
     await server.start()
     try:
         async with grpc.aio.insecure_channel(server.address) as channel:

@@ -36,7 +36,7 @@ class TracingRun:
     twin: float
     on: float
     logged: float
-    """Tracing off, with the one log line per RPC written (`--log-level INFO`)."""
+    """Tracing off, with the one log line per RPC written (`--rpc-log-level INFO`)."""
 
     @property
     def off_ratio(self) -> float:
@@ -85,7 +85,9 @@ def tracing_run(workdir: Path, serve: Serve, load: Load, rounds: int) -> Tracing
                 serve(url, workdir, "--otlp-endpoint", f"http://127.0.0.1:{port}")
             )[0],
             # The others log at WARNING, as every bench server does: this one writes the RPC lines.
-            "logs": stack.enter_context(serve(url, workdir, "--log-level", "INFO"))[0],
+            "logs": stack.enter_context(
+                serve(url, workdir, "--log-level", "INFO", "--rpc-log-level", "INFO")
+            )[0],
         }
         with grpc.insecure_channel(targets["off"]) as channel:
             stub = service_pb2_grpc.CustomerManagementServiceStub(channel)
@@ -120,8 +122,8 @@ def report(run: TracingRun | None, args: argparse.Namespace) -> str:
             f" (h2load as above, {args.tracing_rounds} rounds, medians): tracing off, an identical"
             " twin (their difference is this machine's noise), tracing on, exporting every"
             " span over OTLP/gRPC to a local collector that drops them, and tracing off with the"
-            " one log line per RPC written (`--log-level INFO`; the bench's servers otherwise log"
-            " at WARNING). Off, the server imports nothing of OpenTelemetry"
+            " one log line per RPC written (`--rpc-log-level INFO`; the bench's servers"
+            " otherwise log at WARNING). Off, the server imports nothing of OpenTelemetry"
             " (tests/test_operability.py checks), so it runs the code a build without tracing"
             f" would; the target is that off stays within {1 - OFF_TARGET:.0%} of its twin.",
             "",

@@ -41,7 +41,7 @@ class Config:
     reflection: bool = True
     log_level: str = "INFO"
     log_format: str = "json"
-    rpc_log_level: str = "INFO"
+    rpc_log_level: str = "DEBUG"
     metrics_port: int = -1
     otlp_endpoint: str = ""
     migrate: bool = True
@@ -182,7 +182,8 @@ OPTIONS: list[tuple[str, str, Callable[[str], Any], str]] = [
         "rpc_log_level",
         "CM_RPC_LOG_LEVEL",
         str,
-        "level of the one log line per RPC (DEBUG hides them at the default --log-level)",
+        "level of the one log line per RPC; the default DEBUG writes none at the default"
+        " --log-level (they cost a Get a sixth of its throughput); INFO writes them",
     ),
     (
         "metrics_port",

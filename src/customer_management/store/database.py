@@ -474,8 +474,7 @@ def _count_writes(engine: Engine) -> None:
 
 
 def _dml(session: Session) -> int:
-    info = session.connection().info
-    return int(info.get(_DML, 0)) + int(info.get(writes.WRITTEN, 0))
+    return int(session.connection().info.get(_DML, 0))
 
 
 def _relay(answer: asyncio.Future[T], done: asyncio.Future[T]) -> None:

@@ -17,6 +17,7 @@ from __future__ import annotations
 
 from collections.abc import Callable, Iterable, Mapping, Sequence
 from functools import cache
+from types import SimpleNamespace
 from typing import Any
 
 from sqlalchemy import Connection, Dialect, Table, event
@@ -73,17 +74,29 @@ def flush(session: Session, then: Sequence[Statement] = ()) -> list[Any]:
         return []
     connection = session.connection()  # not session.execute: that would flush again
     if connection.dialect.name == "postgresql":
-        raw = connection.connection.driver_connection
-        assert raw is not None
-        with raw.pipeline():
-            cursors = [raw.execute(statement, parameters) for statement, parameters in statements]
+        cursors = _pipelined(connection, statements)
     else:
-        cursors = [
-            connection.exec_driver_sql(statement, parameters)
-            for statement, parameters in statements
-        ]
-    connection.info[WRITTEN] = connection.info.get(WRITTEN, 0) + len(statements)
+        cursors = [connection.exec_driver_sql(sql, parameters) for sql, parameters in statements]
     return cursors[len(statements) - len(then) :]
+
+
+def _pipelined(connection: Connection, statements: Sequence[Statement]) -> list[Any]:
+    """The statements in one psycopg pipeline, with SQLAlchemy's cursor events around
+    them, so that what listens to the engine (the write runner's count of changes,
+    tracing) sees them as it sees any statement."""
+    raw = connection.connection.driver_connection
+    assert raw is not None
+    dispatch = connection.dispatch
+    contexts = [SimpleNamespace() for _ in statements]  # a listener may keep state on one
+    cursor = raw.cursor()
+    for (sql, parameters), context in zip(statements, contexts, strict=True):
+        dispatch.before_cursor_execute(connection, cursor, sql, parameters, context, False)
+    try:
+        with raw.pipeline():
+            return [raw.execute(sql, parameters) for sql, parameters in statements]
+    finally:  # also when one failed: what began with the statements ends with them
+        for (sql, parameters), context in zip(statements, contexts, strict=True):
+            dispatch.after_cursor_execute(connection, cursor, sql, parameters, context, False)
 
 
 def _take(session: Session) -> list[Statement]:
@@ -106,11 +119,6 @@ def _take(session: Session) -> list[Statement]:
         if table in updates:
             statements += _updates(dialect, table, updates[table])
     return statements
-
-
-WRITTEN = "writes.written"
-"""In a connection's info: statements sent by `flush`, for the write runner to tell a
-unit that refused from one that refused after writing (database.py counts its own)."""
 
 
 def insert_rows(connection: Connection, table: Table, rows: Sequence[Mapping[str, Any]]) -> int:
