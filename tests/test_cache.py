@@ -6,10 +6,12 @@ from __future__ import annotations
 import asyncio
 import time
 import urllib.request
+from collections.abc import Iterator
 
 import grpc
 import pytest
 
+from conftest import postgres_database
 from customer_management.config import Config
 from customer_management.domain.cache import DELETED, GONE, ResourceCache
 from customer_management.domain.notifications import EVENT_TYPES, Change
@@ -174,13 +176,15 @@ def scrape(port: int) -> str:
         return str(response.read().decode())
 
 
-async def test_two_postgresql_replicas_stay_within_the_staleness_bound(
-    own_database: str,
-) -> None:
+@pytest.fixture
+def postgres_url() -> Iterator[str]:
+    yield from postgres_database()
+
+
+async def test_two_postgresql_replicas_stay_within_the_staleness_bound(postgres_url: str) -> None:
     """A write on one replica shows on the other's cached Gets within the bound (far
     sooner, by NOTIFY), and at once for a read that asks for a fresh answer."""
-    if own_database.startswith("sqlite"):
-        pytest.skip("replicas share a PostgreSQL")
+    own_database = postgres_url
     staleness = 1.0
     servers = [
         Server(Config(port=0, database_url=own_database, cache_staleness=staleness))
