@@ -195,3 +195,41 @@ async def test_a_stalled_database_answers_busy_quickly_and_bounds_the_work(
         await until(lambda: checked_out(server) == 0, 3, "connections still checked out")
         got = await service.GetCustomer(pb.GetCustomerRequest(id=customer.id), timeout=5)
         assert got.etag == "1"  # the stopped updates were rolled back, not run late
+
+
+async def test_a_cancel_between_two_statements_still_stops_the_work(
+    own_database: str,
+) -> None:
+    """A cancel that reaches PostgreSQL while the work runs Python between statements
+    cancels nothing there; the next statement would then wait on the stalled lock for as
+    long as the lock is held. The work is interrupted again until it lets go (the cause of
+    a "connections still checked out" failure of the test above in a full CI run)."""
+    from sqlalchemy import text
+
+    from customer_management.store.database import Database
+    from customer_management.store.migrate import upgrade
+
+    database = Database(own_database, pool_size=POOL)
+    await asyncio.to_thread(upgrade, database)
+
+    def unit(session: Any) -> None:
+        time.sleep(0.3)  # no statement runs: a cancel now finds nothing to cancel
+        session.execute(text("SELECT count(*) FROM customer"))  # the write lock on SQLite
+        session.execute(
+            text("INSERT INTO event_history (id, history_id, pruned_through) VALUES (99, 'x', 0)")
+        )
+
+    try:
+        with stalled(own_database):
+            writing = asyncio.create_task(database.write(unit))
+            await asyncio.sleep(0.1)
+            writing.cancel()
+            started = time.monotonic()
+            await until(
+                lambda: database.write_engine.pool.checkedout() == 0,  # type: ignore[attr-defined]
+                3,
+                "the work still holds its connection",
+            )
+            assert time.monotonic() - started < 2
+    finally:
+        await asyncio.to_thread(database.close)
