@@ -103,18 +103,17 @@ class Dispatcher:
             try:
                 async with contextlib.aclosing(self.watching.watch(request)) as stream:
                     async for response in stream:
-                        sent = None
+                        token = response.resume_token
                         if response.HasField("event"):
                             event = response.event
                             note = self._notification(event)
                             resource = next(iter(note["event"].values()))
                             if listener.interest.wants(event.event_type, resource):
-                                if not await self._post(listener, note):
+                                if not await self._hand_over(listener, note, token):
                                     return  # the lease went to another replica
-                                sent = datetime.now(UTC)
-                        token = response.resume_token
-                        if sent is not None or _clock() - saved_at > SAVE_EVERY:
-                            if not await self.hubs.delivered(listener, self.owner, token, sent):
+                                saved_at = _clock()
+                        if _clock() - saved_at > SAVE_EVERY:
+                            if not await self.hubs.delivered(listener, self.owner, token, None):
                                 return
                             saved_at = _clock()
                         backoff = FIRST_BACKOFF
@@ -125,6 +124,24 @@ class Dispatcher:
                     return
                 await asyncio.sleep(backoff)
                 backoff = min(backoff * 2, MAX_BACKOFF)
+
+    async def _hand_over(self, listener: Listener, note: dict[str, Any], token: str) -> bool:
+        """POSTs one notification and records its position; False when the lease is lost.
+        A stop lets a hand-over under way finish (for up to POST_TIMEOUT): one the
+        callback took is recorded, so a graceful restart sends nothing twice."""
+
+        async def hand_over() -> bool:
+            if not await self._post(listener, note):
+                return False
+            return await self.hubs.delivered(listener, self.owner, token, datetime.now(UTC))
+
+        step = asyncio.ensure_future(hand_over())
+        try:
+            return await asyncio.shield(step)
+        except asyncio.CancelledError:
+            with contextlib.suppress(Exception):
+                await asyncio.wait_for(step, POST_TIMEOUT)
+            raise
 
     def _notification(self, event: Event) -> dict[str, Any]:
         """The notification of an event, built once and shared by every listener that
