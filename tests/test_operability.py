@@ -23,7 +23,9 @@ from prometheus_client.parser import text_string_to_metric_families
 from sqlalchemy.engine import make_url
 
 from customer_management.config import Config
+from customer_management.domain.watching import token
 from customer_management.server import Server
+from customer_management.store import outbox
 from helpers import fails
 from tmf629.v1 import service_pb2 as pb
 from tmf629.v1.common_pb2 import ContactMedium, Medium
@@ -99,7 +101,12 @@ async def test_metrics_move_with_the_calls(own_database: str) -> None:
         await fails(
             service.GetCustomer(pb.GetCustomerRequest(id="nope")), grpc.StatusCode.NOT_FOUND
         )
-        watch = service.WatchEvents(WatchEventsRequest())
+        # "From now" is when the call reaches the server, which may be after the update:
+        # resume from the latest event instead.
+        history = await server.database.read(outbox.history)
+        watch = service.WatchEvents(
+            WatchEventsRequest(resume_token=token(history.id, history.latest))
+        )
         await service.UpdateCustomer(
             pb.UpdateCustomerRequest(customer=Customer(id=made.id, description="d"))
         )
