@@ -9,8 +9,10 @@ EXCLUSIVE lock on the customer table (reads and writes wait), on SQLite the writ
 from __future__ import annotations
 
 import asyncio
+import faulthandler
 import random
 import sqlite3
+import sys
 import time
 from collections import Counter
 from collections.abc import AsyncIterator, Iterator
@@ -83,7 +85,11 @@ def backends(url: str) -> list[tuple[str, str | None, str]]:
 
 def checked_out(server: Server) -> int:
     database = server.database
-    return int(database.read_engine.pool.checkedout() + database.write_engine.pool.checkedout())  # type: ignore[attr-defined]
+    read = database.read_engine.pool.checkedout()  # type: ignore[attr-defined]
+    write = database.write_engine.pool.checkedout()  # type: ignore[attr-defined]
+    if read or write:
+        print(f"checked out: read {read}, write {write}", file=sys.stderr)
+    return int(read + write)
 
 
 async def call_and_leave(service: Any, id: str, i: int, reads: bool) -> str:
@@ -111,7 +117,10 @@ async def call_and_leave(service: Any, id: str, i: int, reads: bool) -> str:
 async def until(condition: Any, within: float, what: str) -> None:
     deadline = time.monotonic() + within
     while not condition():
-        assert time.monotonic() < deadline, what
+        if time.monotonic() >= deadline:
+            # This has failed rarely on a loaded machine: say where every thread is.
+            faulthandler.dump_traceback(sys.stderr)
+            raise AssertionError(what)
         await asyncio.sleep(0.05)
 
 
