@@ -23,10 +23,8 @@ from prometheus_client.parser import text_string_to_metric_families
 from sqlalchemy.engine import make_url
 
 from customer_management.config import Config
-from customer_management.domain.watching import token
 from customer_management.server import Server
-from customer_management.store import outbox
-from helpers import fails
+from helpers import fails, latest_token
 from tmf629.v1 import service_pb2 as pb
 from tmf629.v1.common_pb2 import ContactMedium, Medium
 from tmf629.v1.customer_pb2 import Customer
@@ -101,12 +99,7 @@ async def test_metrics_move_with_the_calls(own_database: str) -> None:
         await fails(
             service.GetCustomer(pb.GetCustomerRequest(id="nope")), grpc.StatusCode.NOT_FOUND
         )
-        # "From now" is when the call reaches the server, which may be after the update:
-        # resume from the latest event instead.
-        history = await server.database.read(outbox.history)
-        watch = service.WatchEvents(
-            WatchEventsRequest(resume_token=token(history.id, history.latest))
-        )
+        watch = service.WatchEvents(WatchEventsRequest(resume_token=await latest_token(server)))
         await service.UpdateCustomer(
             pb.UpdateCustomerRequest(customer=Customer(id=made.id, description="d"))
         )

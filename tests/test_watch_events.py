@@ -27,7 +27,7 @@ from customer_management.domain.watching import token
 from customer_management.server import Server
 from customer_management.store import outbox
 from customer_management.store.guards import Guard
-from helpers import details, fails
+from helpers import details, fails, latest_token
 from tmf629.v1 import service_pb2 as pb
 from tmf629.v1 import service_pb2_grpc
 from tmf629.v1.common_pb2 import CustomerRef
@@ -106,11 +106,6 @@ async def watch(stub, server) -> AsyncIterator[Any]:
     yield open_
     for w in opened:
         await w.close()
-
-
-async def latest_token(server: Server) -> str:
-    history = await server.database.read(outbox.history)
-    return token(history.id, history.latest)
 
 
 @contextlib.asynccontextmanager
