@@ -21,10 +21,13 @@ from typing import Any
 
 import grpc
 import psycopg
+from sqlalchemy import text
 from sqlalchemy.engine import make_url
 
 from customer_management.config import Config
 from customer_management.server import Server
+from customer_management.store.database import Database
+from customer_management.store.migrate import upgrade
 from helpers import details
 from tmf629.v1 import service_pb2 as pb
 from tmf629.v1 import service_pb2_grpc
@@ -85,11 +88,7 @@ def backends(url: str) -> list[tuple[str, str | None, str]]:
 
 def checked_out(server: Server) -> int:
     database = server.database
-    read = database.read_engine.pool.checkedout()  # type: ignore[attr-defined]
-    write = database.write_engine.pool.checkedout()  # type: ignore[attr-defined]
-    if read or write:
-        print(f"checked out: read {read}, write {write}", file=sys.stderr)
-    return int(read + write)
+    return int(database.read_engine.pool.checkedout() + database.write_engine.pool.checkedout())  # type: ignore[attr-defined]
 
 
 async def call_and_leave(service: Any, id: str, i: int, reads: bool) -> str:
@@ -118,7 +117,8 @@ async def until(condition: Any, within: float, what: str) -> None:
     deadline = time.monotonic() + within
     while not condition():
         if time.monotonic() >= deadline:
-            # This has failed rarely on a loaded machine: say where every thread is.
+            # This has failed rarely on a loaded machine: say where every thread is, so
+            # the output shows which work still holds a connection.
             faulthandler.dump_traceback(sys.stderr)
             raise AssertionError(what)
         await asyncio.sleep(0.05)
@@ -213,11 +213,6 @@ async def test_a_cancel_between_two_statements_still_stops_the_work(
     cancels nothing there; the next statement would then wait on the stalled lock for as
     long as the lock is held. The work is interrupted again until it lets go (the cause of
     a "connections still checked out" failure of the test above in a full CI run)."""
-    from sqlalchemy import text
-
-    from customer_management.store.database import Database
-    from customer_management.store.migrate import upgrade
-
     database = Database(own_database, pool_size=POOL)
     await asyncio.to_thread(upgrade, database)
 

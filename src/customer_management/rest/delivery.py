@@ -135,7 +135,7 @@ class Dispatcher:
                 return False
             return await self.hubs.delivered(listener, self.owner, token, datetime.now(UTC))
 
-        step = asyncio.ensure_future(hand_over())
+        step = asyncio.create_task(hand_over())
         try:
             return await asyncio.shield(step)
         except asyncio.CancelledError:
