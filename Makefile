@@ -8,7 +8,7 @@ GENERATED ?= generated
 PROTOS := $(shell find protos/tmf629 -name '*.proto')
 SITE = $(shell $(BIN)/python -c 'import sysconfig; print(sysconfig.get_paths()["purelib"])')
 
-.PHONY: venv run test generate lint bench clean
+.PHONY: venv run test generate lint bench bench-tools clean
 
 venv: $(STAMP)
 
@@ -35,12 +35,20 @@ generate: $(STAMP)
 
 lint: $(STAMP)
 	npx --yes @bufbuild/buf@1.47.2 lint
-	$(BIN)/ruff check src tests
-	$(BIN)/ruff format --check src tests
-	$(BIN)/mypy src
+	$(BIN)/ruff check src tests benchmarks
+	$(BIN)/ruff format --check src tests benchmarks
+	$(BIN)/mypy src benchmarks
 
-bench: $(STAMP)
-	$(BIN)/python -m customer_management.bench $(BENCH_ARGS)
+# The load tools come from Debian packages: h2load (nghttp2-client) drives uniform
+# unary calls, libnghttp2's headers build benchmarks/grpcload.c.
+bench: $(STAMP) bench-tools
+	$(BIN)/python -m benchmarks.run $(BENCH_ARGS)
+
+bench-tools:
+	@if ! command -v h2load >/dev/null || [ ! -e /usr/include/nghttp2/nghttp2.h ]; then \
+		echo "installing nghttp2-client and libnghttp2-dev …"; \
+		apt-get update -qq && apt-get install -y -qq nghttp2-client libnghttp2-dev; \
+	fi
 
 clean:
 	rm -rf $(VENV) .pytest_cache .mypy_cache .ruff_cache

@@ -6,7 +6,8 @@ from __future__ import annotations
 
 from pathlib import Path
 
-from customer_management import bench, bench_load
+from benchmarks import load as bench_load
+from benchmarks import run as bench
 
 
 def test_a_short_mixed_load_loses_nothing(own_database: str, tmp_path: Path) -> None:

@@ -38,13 +38,11 @@ from google.protobuf import json_format
 from google.protobuf.message import Message
 from grpc_health.v1 import health_pb2, health_pb2_grpc
 
-from customer_management import (
-    bench_load,
-    bench_overload,
-    bench_reads,
-    bench_scale,
-    bench_tracing,
-)
+from benchmarks import load as bench_load
+from benchmarks import overload as bench_overload
+from benchmarks import reads as bench_reads
+from benchmarks import scale as bench_scale
+from benchmarks import tracing as bench_tracing
 from tmf629.v1 import service_pb2 as pb
 from tmf629.v1 import service_pb2_grpc
 from tmf629.v1.customer_pb2 import Customer
@@ -96,17 +94,8 @@ def frame(message: Message) -> bytes:
 
 def ensure_h2load() -> str:
     found = shutil.which("h2load")
-    if found:
-        return found
-    if os.geteuid() == 0 and shutil.which("apt-get"):
-        print("installing h2load (Debian package nghttp2-client) …", flush=True)
-        subprocess.run(["apt-get", "update", "-qq"], check=False, capture_output=True)
-        subprocess.run(
-            ["apt-get", "install", "-y", "-qq", "nghttp2-client"], check=True, capture_output=True
-        )
-        found = shutil.which("h2load")
     if not found:
-        sys.exit("h2load is required: install the nghttp2-client package")
+        sys.exit("h2load is required: `make bench` installs it (Debian package nghttp2-client)")
     return found
 
 
@@ -445,7 +434,7 @@ def report(rows: list[dict[str, object]], args: argparse.Namespace, command: str
     lines = [
         "# Benchmarks",
         "",
-        "Produced by `make bench` (`python -m customer_management.bench`);"
+        "Produced by `make bench` (`python -m benchmarks.run`);"
         " regenerate it rather than editing it.",
         "",
         f"- command: `{command}`",

@@ -31,8 +31,8 @@ from typing import Any
 from google.protobuf import json_format
 from tqdm import tqdm
 
-from customer_management import bench_grpcload
-from customer_management.bench_grpcload import Load
+from benchmarks import grpcload
+from benchmarks.grpcload import Load
 from tmf629.v1 import service_pb2 as pb
 from tmf629.v1.customer_pb2 import Customer
 
@@ -84,7 +84,7 @@ def met(run: ReadRun) -> bool:
 def write_customers(path: Path, rows: int) -> Path:
     """`rows` copies of the bench's customer, each with its own id and name, as TMF JSON
     lines for the bulk import."""
-    from customer_management.bench import CUSTOMER
+    from benchmarks.run import CUSTOMER
 
     with path.open("w") as out:
         for i in tqdm(range(rows), desc=f"generating {rows} customers", unit="row"):
@@ -114,28 +114,28 @@ def read_run(
     requests: int,
 ) -> ReadRun:
     """The phase on the database at `url`, filled by `load_database(url, file)`."""
-    from customer_management.bench import free_port
+    from benchmarks.run import free_port
 
-    binary = bench_grpcload.build(workdir)
+    binary = grpcload.build(workdir)
     rng = random.Random(629)
     load_database(url, write_customers(workdir / f"customers-{name}.jsonl", rows))
     bodies = workdir / f"reads-{name}"
     bodies.mkdir(exist_ok=True)
-    check = bench_grpcload.write_bodies(bodies / "check.bin", [pb.GetCustomerRequest()])
+    check = grpcload.write_bodies(bodies / "check.bin", [pb.GetCustomerRequest()])
     zipf_ids = [customer_id(i) for i in zipf(rows, requests, rng)]
     uniform_ids = [customer_id(rng.randrange(rows)) for _ in range(requests)]
     gets = {
-        "zipf": bench_grpcload.write_bodies(
+        "zipf": grpcload.write_bodies(
             bodies / "zipf.bin", (pb.GetCustomerRequest(id=id) for id in zipf_ids)
         ),
-        "uniform": bench_grpcload.write_bodies(
+        "uniform": grpcload.write_bodies(
             bodies / "uniform.bin", (pb.GetCustomerRequest(id=id) for id in uniform_ids)
         ),
     }
     # Each round updates customers of its own, once each: their etag is "1".
     per_round = min(requests // 2, rows // rounds)
     updates = [
-        bench_grpcload.write_bodies(
+        grpcload.write_bodies(
             bodies / f"update-{r}.bin",
             (update(customer_id(r * per_round + i)) for i in range(per_round)),
         )
@@ -159,9 +159,9 @@ def read_run(
         hits: dict[str, float] = {}
 
         def load(role: str, method: str, body: Path, count: int = requests) -> Load:
-            before = bench_grpcload.scrape(ports[role])
-            done = bench_grpcload.run(binary, targets[role], method, body, requests=count)
-            hits[role] = _hit_ratio(before, bench_grpcload.scrape(ports[role]))
+            before = grpcload.scrape(ports[role])
+            done = grpcload.run(binary, targets[role], method, body, requests=count)
+            hits[role] = _hit_ratio(before, grpcload.scrape(ports[role]))
             run.errors += done.requests - done.ok
             return done
 

@@ -25,8 +25,8 @@ import grpc
 from google.protobuf import json_format
 from grpc_health.v1 import health_pb2, health_pb2_grpc
 
-from customer_management import bench_grpcload
-from customer_management.bench_grpcload import Load
+from benchmarks import grpcload
+from benchmarks.grpcload import Load
 from tmf629.v1 import service_pb2 as pb
 from tmf629.v1 import service_pb2_grpc
 from tmf629.v1.customer_pb2 import Customer
@@ -94,17 +94,17 @@ def met(run: OverloadRun) -> bool:
 def overload_run(
     name: str, url: str, workdir: Path, serve: Serve, *, seconds: float = 10.0
 ) -> OverloadRun:
-    from customer_management.bench import CUSTOMER
+    from benchmarks.run import CUSTOMER
 
-    binary = bench_grpcload.build(workdir)
+    binary = grpcload.build(workdir)
     customer = json_format.ParseDict(CUSTOMER, Customer())
-    body = bench_grpcload.write_bodies(
+    body = grpcload.write_bodies(
         workdir / "overload-create.bin", [pb.CreateCustomerRequest(customer=customer)]
     )
     acknowledged = workdir / f"acknowledged-{name}.bin"
     with serve(url, workdir) as (target, _):
         print(f"[{name}] overload: capacity at 32 in flight …", flush=True)
-        capacity = bench_grpcload.run(
+        capacity = grpcload.run(
             binary, target, CREATE, body, connections=1, streams=32, requests=10**7,
             seconds=seconds,
         )  # fmt: skip
@@ -119,7 +119,7 @@ def overload_run(
             flooded: list[Load] = []
             flood = threading.Thread(
                 target=lambda: flooded.append(
-                    bench_grpcload.run(
+                    grpcload.run(
                         binary, target, CREATE, body, connections=CONNECTIONS,
                         streams=IN_FLIGHT // CONNECTIONS, requests=10**7,
                         timeout_ms=DEADLINE_MS, seconds=seconds, record=acknowledged,
@@ -150,7 +150,7 @@ def overload_run(
                 except grpc.RpcError:
                     run.gets_after.append((at, float("inf")))
                 time.sleep(max(0.0, 0.02 - (time.monotonic() - started)))
-        ids = [Customer.FromString(data).id for data in bench_grpcload.read_frames(acknowledged)]
+        ids = [Customer.FromString(data).id for data in grpcload.read_frames(acknowledged)]
         run.acknowledged = len(ids)
         run.readable = asyncio.run(_readable(target, ids))
     print(

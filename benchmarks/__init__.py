@@ -1,0 +1,1 @@
+"""Load harnesses behind `make bench`; not part of the packaged service."""
