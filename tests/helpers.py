@@ -102,7 +102,7 @@ async def own_stub(database_url: str, **settings: Any) -> AsyncIterator[Any]:
 async def latest_token(server: Any) -> str:
     """The stream's position now: a watch resuming from it sees every change made after
     this call, whereas "from now" starts only when the call reaches the server."""
-    from customer_management.domain.watching import token
+    from customer_management.changes.watching import token
     from customer_management.store import outbox
 
     history = await server.database.read(outbox.history)

@@ -226,7 +226,7 @@ async def test_request_id_reused_for_another_request_fails(stub) -> None:
 async def test_request_ids_are_forgotten_after_their_retention(stub, server) -> None:
     from datetime import timedelta
 
-    from customer_management.domain.retention import forget_old_request_ids
+    from customer_management.changes.retention import forget_old_request_ids
 
     request = pb.CreateCustomerRequest(customer=Customer(name="Jane"), request_id="old")
     first = await stub.CreateCustomer(request)

@@ -17,8 +17,8 @@ import pytest_asyncio
 from aiohttp import web
 
 from conftest import postgres_database
+from customer_management.changes import delivery
 from customer_management.config import Config
-from customer_management.rest import delivery
 from customer_management.server import Server
 from tmf629.v1 import service_pb2 as pb
 from tmf629.v1 import service_pb2_grpc

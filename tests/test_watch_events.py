@@ -19,11 +19,11 @@ from sqlalchemy.orm import Session
 from test_all_resources import card
 
 from conftest import postgres_database
+from customer_management.changes.retention import forget_old_events
+from customer_management.changes.watching import token
 from customer_management.config import Config
 from customer_management.domain import notifications, wire
 from customer_management.domain.notifications import Change
-from customer_management.domain.retention import forget_old_events
-from customer_management.domain.watching import token
 from customer_management.server import Server
 from customer_management.store import outbox
 from customer_management.store.guards import Guard

@@ -14,8 +14,8 @@ from prometheus_client.registry import Collector
 
 from customer_management.api.admission import Admission
 from customer_management.api.telemetry import RpcMetrics
+from customer_management.changes.broker import Broker
 from customer_management.domain.cache import ResourceCache
-from customer_management.events.broker import Broker
 from customer_management.store.database import Database
 
 

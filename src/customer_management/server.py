@@ -20,19 +20,19 @@ from customer_management.api.admission import Admission
 from customer_management.api.auth import Callers
 from customer_management.api.handlers import Policy, Wrapper
 from customer_management.api.servicer import CustomerManagementServicer
+from customer_management.changes.broker import Broker
+from customer_management.changes.delivery import Dispatcher
+from customer_management.changes.hubs import Hubs
+from customer_management.changes.retention import forget_old_events, forget_old_request_ids
+from customer_management.changes.watching import Watching
 from customer_management.config import Config
 from customer_management.domain.cache import Decode, ResourceCache
 from customer_management.domain.customer_accounts import CustomerAccountKind
 from customer_management.domain.customers import CustomerKind
-from customer_management.domain.hubs import Hubs
 from customer_management.domain.payment_means import PaymentMeanKind
 from customer_management.domain.pin_checks import PinChecks
-from customer_management.domain.retention import forget_old_events, forget_old_request_ids
 from customer_management.domain.service import ResourceService
-from customer_management.domain.watching import Watching
-from customer_management.events.broker import Broker
 from customer_management.metrics import MetricsEndpoint
-from customer_management.rest.delivery import Dispatcher
 from customer_management.rest.gateway import BASE_PATH, Gateway
 from customer_management.store import migrate, outbox
 from customer_management.store.database import Database

@@ -9,10 +9,10 @@ from typing import TYPE_CHECKING, Any
 import grpc
 from google.protobuf.empty_pb2 import Empty
 
+from customer_management.changes.watching import Watching
 from customer_management.domain.kinds import M
 from customer_management.domain.pin_checks import PinChecks
 from customer_management.domain.service import ResourceService
-from customer_management.domain.watching import Watching
 from customer_management.domain.wire import Encoded
 from tmf629.v1 import service_pb2 as pb
 from tmf629.v1.customer_account_pb2 import CustomerAccount

@@ -18,6 +18,7 @@ from aiohttp import web
 from google.protobuf.field_mask_pb2 import FieldMask
 
 from customer_management.api.auth import Callers, denial
+from customer_management.changes.hubs import Hubs, Listener
 from customer_management.domain import attribute_filters, callers
 from customer_management.domain.errors import (
     Aborted,
@@ -25,7 +26,6 @@ from customer_management.domain.errors import (
     FieldViolation,
     InvalidArgument,
 )
-from customer_management.domain.hubs import Hubs, Listener
 from customer_management.domain.kinds import COLLECTIONS
 from customer_management.domain.listing import MAX_PAGE_SIZE
 from customer_management.domain.service import ResourceService

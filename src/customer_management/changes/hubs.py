@@ -14,13 +14,13 @@ from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
 from typing import Any
 
+from customer_management.changes.watching import Watching
 from customer_management.domain import attribute_filters
 from customer_management.domain.attribute_filters import Criterion
 from customer_management.domain.errors import FieldViolation, InvalidArgument, NotFound
 from customer_management.domain.notifications import KIND_OF_TYPE, TYPE_OF_TMF_NAME
 from customer_management.domain.service import require_id
 from customer_management.domain.validation import key_problem
-from customer_management.domain.watching import Watching
 from customer_management.store import hubs as store
 from customer_management.store.database import Database
 from customer_management.store.models import HubListener

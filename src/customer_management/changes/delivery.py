@@ -20,12 +20,12 @@ from datetime import UTC, datetime, timedelta
 from typing import Any
 
 import aiohttp
+from google.protobuf import json_format
 
+from customer_management.changes.hubs import FAILING_AFTER, Hubs, Listener
+from customer_management.changes.watching import Watching
 from customer_management.domain.errors import DomainError
-from customer_management.domain.hubs import FAILING_AFTER, Hubs, Listener
 from customer_management.domain.notifications import tmf_name
-from customer_management.domain.watching import Watching
-from customer_management.rest.representation import to_json
 from tmf629.v1.events_pb2 import Event, WatchEventsRequest
 
 log = logging.getLogger(__name__)
@@ -187,7 +187,8 @@ class Dispatcher:
 def notification(event: Event) -> dict[str, Any]:
     """TMF's v2 notification: `eventId`, `eventTime`, `eventType` and `event` holding the
     resource under its name (`customer`, `customerAccount`, `paymentMean`)."""
-    payload = to_json(event.event)
+    # Protobuf's JSON names are TMF's (a fixed decision), so this is TMF JSON.
+    payload = json_format.MessageToDict(event.event)
     return {
         "eventId": event.event_id,
         "eventTime": event.event_time.ToJsonString(),

@@ -20,6 +20,13 @@ from typing import Any
 
 from sqlalchemy.orm import Session
 
+from customer_management.changes.broker import (
+    Broker,
+    Closed,
+    Ended,
+    Subscription,
+    WatchersFull,
+)
 from customer_management.domain.errors import (
     FailedPrecondition,
     FieldViolation,
@@ -30,13 +37,6 @@ from customer_management.domain.errors import (
 from customer_management.domain.notifications import EVENT_TYPES, KIND_OF_TYPE
 from customer_management.domain.service import ResourceService
 from customer_management.domain.validation import key_problem
-from customer_management.events.broker import (
-    Broker,
-    Closed,
-    Ended,
-    Subscription,
-    WatchersFull,
-)
 from customer_management.store import outbox, resources
 from customer_management.store.database import Database
 from customer_management.store.errors import StreamStalled
