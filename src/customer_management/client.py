@@ -26,6 +26,7 @@ from typing import TYPE_CHECKING, Any, cast
 import grpc
 from google.rpc import error_details_pb2, status_pb2
 
+from tmf629.v1 import service_pb2
 from tmf629.v1.events_pb2 import WatchEventsRequest, WatchEventsResponse
 from tmf629.v1.service_pb2_grpc import CustomerManagementServiceStub
 
@@ -36,7 +37,7 @@ else:
     _UnaryUnary = grpc.aio.UnaryUnaryClientInterceptor
     _UnaryStream = grpc.aio.UnaryStreamClientInterceptor
 
-SERVICE = "tmf629.v1.CustomerManagementService"
+SERVICE = service_pb2.DESCRIPTOR.services_by_name["CustomerManagementService"].full_name
 RESUMABLE = frozenset({grpc.StatusCode.UNAVAILABLE, grpc.StatusCode.RESOURCE_EXHAUSTED})
 """How a watch stream ends when resuming it can help: the server stopped or lost its
 database (UNAVAILABLE), or the watcher fell behind or found no free slot."""

@@ -17,7 +17,6 @@ from grpc_health.v1 import health, health_pb2, health_pb2_grpc
 
 from customer_management.api import reflection
 from customer_management.api.admission import Admission
-from customer_management.api.auth import Callers
 from customer_management.api.handlers import Policy, Wrapper
 from customer_management.api.servicer import CustomerManagementServicer
 from customer_management.changes.broker import Broker
@@ -32,12 +31,13 @@ from customer_management.domain.customers import CustomerKind
 from customer_management.domain.payment_means import PaymentMeanKind
 from customer_management.domain.pin_checks import PinChecks
 from customer_management.domain.service import ResourceService
+from customer_management.edge.callers import Callers
+from customer_management.edge.methods import SERVICE
 from customer_management.metrics import MetricsEndpoint
 from customer_management.rest.gateway import BASE_PATH, Gateway
 from customer_management.store import migrate, outbox
 from customer_management.store.database import Database
 from customer_management.store.errors import StoreBusy
-from tmf629.v1 import service_pb2
 
 log = logging.getLogger(__name__)
 LOOPBACK = frozenset({"127.0.0.1", "::1", "[::1]", "localhost"})
@@ -59,7 +59,6 @@ TRANSPORT_OPTIONS = [
     ("grpc.http2.min_recv_ping_interval_without_data_ms", 10_000),
     ("grpc.http2.max_ping_strikes", 2),
 ]
-SERVICE = service_pb2.DESCRIPTOR.services_by_name["CustomerManagementService"]
 SERVICE_NAME = SERVICE.full_name
 LIVENESS = "liveness"
 """A health service name that is SERVING for as long as the process is up and not
@@ -118,7 +117,6 @@ class Server:
             Policy(
                 self.metrics.rpc,
                 level,
-                SERVICE_NAME,
                 callers=callers,
                 reflection_open=config.reflection,
                 admission=self.admission,

@@ -17,20 +17,8 @@ from google.protobuf import any_pb2, duration_pb2
 from google.rpc import code_pb2, error_details_pb2, status_pb2
 from grpc_status import rpc_status
 
-from customer_management.domain.errors import (
-    DomainError,
-    FailedPrecondition,
-    InvalidArgument,
-    ResourceExhausted,
-    Unavailable,
-)
-from customer_management.store.errors import (
-    StoreBusy,
-    StoreCancelled,
-    StoreConflict,
-    StoreOverloaded,
-    StoreUnavailable,
-)
+from customer_management.domain.errors import DomainError, FailedPrecondition, InvalidArgument
+from customer_management.domain.failures import as_domain_error
 
 DOMAIN = "tmf629.customer-management"
 
@@ -104,44 +92,15 @@ def status_of(error: DomainError) -> status_pb2.Status:
     )
 
 
-def as_domain_error(error: Exception) -> DomainError:
-    if isinstance(error, DomainError):
-        return error
-    if isinstance(error, StoreUnavailable):
-        return Unavailable(f"the database is unavailable: {error}")
-    if isinstance(error, StoreOverloaded):
-        return ResourceExhausted(
-            f"the service is at its capacity: {error}; retry after a short delay",
-            reason="OVERLOADED",
-            retry_delay=max(0.05, error.retry_after),
-        )
-    if isinstance(error, StoreBusy):
-        return Unavailable(f"the database is busy: {error}; retry", reason="DATABASE_BUSY")
-    if isinstance(error, StoreCancelled):
-        # Only a caller still waiting sees this: the work ran past the work timeout.
-        return DomainError(
-            f"the database work took too long and was stopped: {error}",
-            code="DEADLINE_EXCEEDED",
-            reason="DATABASE_TIMEOUT",
-        )
-    if isinstance(error, StoreConflict):
-        log.info("constraint refused a write: %s", error)
-        return DomainError(
-            "a concurrent change conflicts with this request; read the resources again and retry",
-            code="ABORTED",
-            reason="CONCURRENT_CHANGE",
-        )
-    if isinstance(error, Malformed):
-        return InvalidArgument(
-            f"the request message does not parse: {error.error}", reason="MALFORMED_REQUEST"
-        )
-    log.exception("unexpected error", exc_info=error)
-    return DomainError("internal error", code="INTERNAL", reason="INTERNAL")
-
-
 def answer(error: Exception) -> Any:
     """The rich status of `error`: grpc_status's Status (code, details, trailing metadata)."""
-    return rpc_status.to_status(status_of(as_domain_error(error)))
+    if isinstance(error, Malformed):
+        failure: DomainError = InvalidArgument(
+            f"the request message does not parse: {error.error}", reason="MALFORMED_REQUEST"
+        )
+    else:
+        failure = as_domain_error(error)
+    return rpc_status.to_status(status_of(failure))
 
 
 def safe_deserializer(deserializer: Callable[[bytes], Any] | None) -> Callable[[bytes], Any] | None:

@@ -27,13 +27,14 @@ from google.protobuf.descriptor import ServiceDescriptor
 from google.protobuf.message_factory import GetMessageClass
 
 from customer_management.api.admission import Admission, Limiter
-from customer_management.api.auth import Callers, denial, required_scope
 from customer_management.api.errors import Malformed, answer, safe_deserializer
 from customer_management.api.telemetry import RpcMetrics
 from customer_management.domain.callers import current as current_caller
 from customer_management.domain.callers import deadline
 from customer_management.domain.errors import DomainError
 from customer_management.domain.wire import Encoded
+from customer_management.edge import methods
+from customer_management.edge.callers import Access, Callers, Credentials, access, subject
 
 if TYPE_CHECKING:  # grpc-stubs makes these generic; at run time they are not
     Context = grpc.aio.ServicerContext[Any, Any]
@@ -46,8 +47,6 @@ else:
 
 rpc_log = logging.getLogger("customer_management.rpc")
 audit_log = logging.getLogger("customer_management.audit")
-MUTATIONS = ("Create", "Update", "Delete", "Verify")
-"""Methods of the service whose calls the audit trail records."""
 OPEN_PREFIXES = ("/grpc.health.v1.Health/",)
 REFLECTION_PREFIXES = (
     "/grpc.reflection.v1alpha.ServerReflection/",
@@ -62,8 +61,6 @@ class Policy:
 
     metrics: RpcMetrics
     rpc_log_level: int
-    service: str
-    """The full name of our own service: its mutations are audited, its methods scoped."""
     callers: Callers | None = None
     reflection_open: bool = True
     admission: Admission | None = None
@@ -98,8 +95,7 @@ class Wrapper:
             policy,
             labels,
             path=path or UNKNOWN,
-            audited=service == policy.service and name.startswith(MUTATIONS),
-            scope=self._scope(path) if policy.callers is not None else _OPEN,
+            method=self._method(path) if policy.callers is not None else None,
             limiter=policy.admission.gate(name) if policy.admission and known else None,
         )
         if handler.request_streaming:
@@ -135,15 +131,12 @@ class Wrapper:
             unary_stream=unary_written, request_deserializer=safe
         )
 
-    def _scope(self, path: str) -> str | None:
-        """The scope a method needs; _OPEN for health (and reflection, if open); None for
-        a method nobody may call."""
+    def _method(self, path: str) -> methods.Method | None:
+        """The method whose scope a call needs; None for health (and reflection, if open),
+        which every caller may call; a method nobody may call for any other path."""
         if path.startswith(self._open):
-            return _OPEN
-        return required_scope(path)
-
-
-_OPEN = ""
+            return None
+        return methods.by_path(path) or methods.Method(path, None, mutates=False)
 
 
 class _Observed:
@@ -155,8 +148,7 @@ class _Observed:
         labels: tuple[str, str, str],
         *,
         path: str,
-        audited: bool,
-        scope: str | None,
+        method: methods.Method | None,
         limiter: Limiter | None,
     ) -> None:
         metrics = policy.metrics
@@ -168,9 +160,9 @@ class _Observed:
         self.level = policy.rpc_log_level
         self.path = path
         self.name = labels[2]
-        self.audited = audited
+        self.audited = (methods.by_path(path) or _UNAUDITED).mutates
         self.callers = policy.callers
-        self.scope = scope
+        self.method = method
         self.limiter = limiter
 
     async def unary(self, behavior: Any, request: Any, context: Context) -> Any:
@@ -183,18 +175,20 @@ class _Observed:
         try:
             if type(request) is Malformed:
                 raise request
-            if self.callers is not None:
-                caller = self._check(context)
-            if self.limiter is not None:
-                if not await self.limiter.enter(remaining):
-                    code = "RESOURCE_EXHAUSTED"
-                    rejection = self.limiter.rejection
-                    await context.abort(
-                        rejection.code, rejection.details, rejection.trailing_metadata
-                    )
-                limiter = self.limiter
-            response = await behavior(request, context)
-            return response
+            with self._access(context) as granted:
+                caller = granted.identity
+                if granted.refused is not None:
+                    raise granted.refused
+                if self.limiter is not None:
+                    if not await self.limiter.enter(remaining):
+                        code = "RESOURCE_EXHAUSTED"
+                        rejection = self.limiter.rejection
+                        await context.abort(
+                            rejection.code, rejection.details, rejection.trailing_metadata
+                        )
+                    limiter = self.limiter
+                response = await behavior(request, context)
+                return response
         except grpc.aio.AbortError:
             code = _aborted(context)
             raise
@@ -216,11 +210,13 @@ class _Observed:
         try:
             if type(request) is Malformed:
                 raise request
-            if self.callers is not None:
-                caller = self._check(context)
-            async with aclosing(stream(request, context)) as responses:
-                async for response in responses:
-                    yield response
+            with self._access(context) as granted:
+                caller = granted.identity
+                if granted.refused is not None:
+                    raise granted.refused
+                async with aclosing(stream(request, context)) as responses:
+                    async for response in responses:
+                        yield response
         except grpc.aio.AbortError:
             code = _aborted(context)
             raise
@@ -234,21 +230,17 @@ class _Observed:
         finally:
             self._done(begun, code, request, context, None, caller)
 
-    def _check(self, context: Context) -> str:
-        """Who calls, if allowed: else the denial is raised. The identity is kept for
-        created_by / updated_by for the rest of this call (its own task)."""
-        assert self.callers is not None
-        if self.scope == _OPEN:
-            return current_caller.get()
-        if self.scope is None:
-            raise _NOT_ALLOWED
-        caller = self.callers.identify(context)
-        if caller is not None:
-            current_caller.set(caller.identity)
-        if problem := denial(caller, self.scope):
-            raise problem
-        assert caller is not None
-        return caller.identity
+    def _access(self, context: Context) -> Access:
+        """The caller's access to this method, read from the call's metadata and TLS."""
+        if self.method is None:
+            return _OPEN
+        metadata = context.invocation_metadata() or ()
+        name = next(iter(context.auth_context().get("x509_common_name") or ()), None)
+        credentials = Credentials(
+            str(next((value for key, value in metadata if key == "authorization"), "")),
+            subject(name.decode() if name is not None else None),
+        )
+        return access(self.callers, self.method, credentials)
 
     def _done(
         self,
@@ -293,9 +285,9 @@ class _Observed:
         return elapsed
 
 
-_NOT_ALLOWED = DomainError(
-    "this method is not open to any caller", code="PERMISSION_DENIED", reason="METHOD_NOT_ALLOWED"
-)
+_OPEN = Access(None, None)
+"""The access to a method every caller may call: nothing to check, nothing to set."""
+_UNAUDITED = methods.Method("", None, mutates=False)
 
 
 async def _unknown_method(request: bytes, context: Context) -> None:

@@ -1,4 +1,5 @@
-"""Domain exceptions. One interceptor turns them into rich gRPC statuses (api/errors.py)."""
+"""Domain exceptions: the gRPC API answers them as rich statuses (api/errors.py), the REST
+gateway as TMF error JSON (rest/problems.py)."""
 
 from __future__ import annotations
 

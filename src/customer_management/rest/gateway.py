@@ -17,9 +17,8 @@ from typing import Any
 from aiohttp import web
 from google.protobuf.field_mask_pb2 import FieldMask
 
-from customer_management.api.auth import Callers, denial
 from customer_management.changes.hubs import Hubs, Listener
-from customer_management.domain import attribute_filters, callers
+from customer_management.domain import attribute_filters
 from customer_management.domain.errors import (
     Aborted,
     DomainError,
@@ -29,6 +28,8 @@ from customer_management.domain.errors import (
 from customer_management.domain.kinds import COLLECTIONS
 from customer_management.domain.listing import MAX_PAGE_SIZE
 from customer_management.domain.service import ResourceService
+from customer_management.edge.callers import Callers, Credentials, access, subject
+from customer_management.edge.methods import METHODS, Method
 from customer_management.rest import openapi
 from customer_management.rest.problems import problem, tmf_error
 from customer_management.rest.representation import (
@@ -75,21 +76,28 @@ class Gateway:
         self.ssl_context = ssl_context
         self._runner: web.AppRunner | None = None
         self.document = openapi.document(BASE_PATH, services)
-        self.app = web.Application(
-            middlewares=[_answer_errors, self._authenticate], client_max_size=MAX_BODY
-        )
+        self.app = web.Application(middlewares=[self._call], client_max_size=MAX_BODY)
+        self._methods: dict[web.AbstractRoute, Method] = {}
+        """The gRPC method each route stands for: the scope it needs is that method's."""
         for collection, kind in _KINDS.items():
             resource = _Resource(services[kind])
+            name = services[kind].kind.message_type.DESCRIPTOR.name
             path = f"{BASE_PATH}/{collection}"
-            self.app.router.add_get(path, resource.list, allow_head=False)
-            self.app.router.add_post(path, resource.create)
-            self.app.router.add_get(path + "/{id}", resource.get, allow_head=False)
-            self.app.router.add_patch(path + "/{id}", resource.patch)
-            self.app.router.add_delete(path + "/{id}", resource.delete)
-        self.app.router.add_post(f"{BASE_PATH}/hub", self.register)
-        self.app.router.add_get(f"{BASE_PATH}/hub/{{id}}", self.listener, allow_head=False)
-        self.app.router.add_delete(f"{BASE_PATH}/hub/{{id}}", self.unregister)
-        self.app.router.add_get(f"{BASE_PATH}/openapi.json", self.openapi, allow_head=False)
+            self._route("GET", path, resource.list, f"List{name}s")
+            self._route("POST", path, resource.create, f"Create{name}")
+            self._route("GET", path + "/{id}", resource.get, f"Get{name}")
+            self._route("PATCH", path + "/{id}", resource.patch, f"Update{name}")
+            self._route("DELETE", path + "/{id}", resource.delete, f"Delete{name}")
+        # Hub listeners receive the change stream: managing them needs WatchEvents' scope.
+        self._route("POST", f"{BASE_PATH}/hub", self.register, "WatchEvents")
+        self._route("GET", f"{BASE_PATH}/hub/{{id}}", self.listener, "WatchEvents")
+        self._route("DELETE", f"{BASE_PATH}/hub/{{id}}", self.unregister, "WatchEvents")
+        self._route("GET", f"{BASE_PATH}/openapi.json", self.openapi, None)  # open to all
+
+    def _route(self, verb: str, path: str, handler: Handler, method: str | None) -> None:
+        route = self.app.router.add_route(verb, path, handler)
+        if method is not None:
+            self._methods[route] = METHODS[method]  # a name the .proto lacks fails here
 
     async def start(self, sock: socket.socket) -> None:
         """Serves on `sock`, bound beforehand so hrefs can name its port."""
@@ -132,32 +140,36 @@ class Gateway:
     async def openapi(self, request: web.Request) -> web.Response:
         return _json(self.document)
 
-    # -- who may call what --------------------------------------------------------------
+    # -- every request -------------------------------------------------------------------
 
     @web.middleware
-    async def _authenticate(self, request: web.Request, handler: Handler) -> web.StreamResponse:
-        """The gRPC API's callers and scopes: `Authorization: Bearer <token>` or a client
-        certificate's subject (mutual TLS); reads need
-        `read`, writes `write` and hub listeners `watch`. The OpenAPI document is open."""
-        if self.callers is None or request.path == f"{BASE_PATH}/openapi.json":
-            return await handler(request)
-        kind, _, token = request.headers.get("Authorization", "").partition(" ")
-        if kind.lower() == "bearer":
-            caller = self.callers.find(token.strip())
-        else:
-            caller = self.callers.by_subject(_certificate_subject(request))
-        if request.path.startswith(f"{BASE_PATH}/hub"):
-            scope = "watch"
-        else:
-            scope = "read" if request.method == "GET" else "write"
-        if refused := denial(caller, scope):
-            raise refused
-        assert caller is not None
-        reset = callers.current.set(caller.identity)
+    async def _call(self, request: web.Request, handler: Handler) -> web.StreamResponse:
+        """Every request as the gRPC API takes its calls: the caller's bearer token or
+        client certificate must grant the scope of the method its route stands for, the
+        caller is who created_by / updated_by name while it runs, and every failure is
+        answered as TMF error JSON."""
         try:
-            return await handler(request)
-        finally:
-            callers.current.reset(reset)
+            method = self._methods.get(request.match_info.route)
+            if method is None:  # the OpenAPI document, or no such route (404, 405)
+                return await handler(request)
+            credentials = Credentials(
+                request.headers.get("Authorization", ""), _certificate_subject(request)
+            )
+            with access(self.callers, method, credentials) as granted:
+                if granted.refused is not None:
+                    raise granted.refused
+                return await handler(request)
+        except web.HTTPException as error:
+            if error.status < 400:
+                raise
+            code = error.reason.upper().replace(" ", "_")
+            document = tmf_error(error.status, code, error.reason, error.reason)
+            headers = {k: v for k, v in error.headers.items() if k.lower() == "allow"}
+            return _json(document, status=error.status, headers=headers)
+        except Exception as error:
+            status, document = problem(error)
+            challenge = {"WWW-Authenticate": "Bearer"} if status == 401 else None
+            return _json(document, status=status, headers=challenge)
 
 
 class _Resource:
@@ -372,7 +384,7 @@ def _certificate_subject(request: web.Request) -> str:
     for rdn in (certificate or {}).get("subject", ()):
         for key, value in rdn:
             if key == "commonName":
-                return f"CN={value}"
+                return subject(value)
     return ""
 
 
@@ -412,22 +424,3 @@ def _dumps(document: Any) -> str:
 
 def _no_content() -> web.Response:
     return web.Response(status=204, content_type="application/json")
-
-
-@web.middleware
-async def _answer_errors(request: web.Request, handler: Handler) -> web.StreamResponse:
-    """Every failure as TMF error JSON: domain errors with their mapped status, HTTP ones
-    (no such path, method, too large a body) with theirs."""
-    try:
-        return await handler(request)
-    except web.HTTPException as error:
-        if error.status < 400:
-            raise
-        code = error.reason.upper().replace(" ", "_")
-        document = tmf_error(error.status, code, error.reason, error.reason)
-        headers = {k: v for k, v in error.headers.items() if k.lower() == "allow"}
-        return _json(document, status=error.status, headers=headers)
-    except Exception as error:
-        status, document = problem(error)
-        challenge = {"WWW-Authenticate": "Bearer"} if status == 401 else None
-        return _json(document, status=status, headers=challenge)

@@ -4,8 +4,8 @@ from __future__ import annotations
 
 from typing import Any
 
-from customer_management.api.errors import as_domain_error
 from customer_management.domain.errors import DomainError, InvalidArgument
+from customer_management.domain.failures import as_domain_error
 
 HTTP_STATUS = {
     "INVALID_ARGUMENT": 400,
