@@ -9,7 +9,7 @@ from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any
 
 if TYPE_CHECKING:
-    from customer_management.domain.service import Settings
+    from customer_management.domain.settings import Settings
 
 DEFAULT_DATABASE_URL = "sqlite:///customer-management.db"
 
@@ -57,7 +57,7 @@ class Config:
 
     def settings(self, port: int) -> Settings:
         """What the resource services need of the configuration."""
-        from customer_management.domain.service import Settings
+        from customer_management.domain.settings import Settings
 
         previous = tuple(p.encode() for p in self.pin_previous_peppers.split(",") if p)
         return Settings(self.href_base(port), self.pin_pepper.encode(), previous)

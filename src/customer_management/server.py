@@ -276,7 +276,7 @@ class Server:
             PaymentMeanKind(self.config.card_key.encode()), self.database, settings, cache
         )
         for service in (customers, accounts, payment_means):
-            self.decoders[service.kind.kind] = service.decode
+            self.decoders[service.kind.kind] = service.outputs.decode
         watching = Watching(self.database, self.broker, [customers, accounts, payment_means])
         pin_checks = PinChecks(accounts, timedelta(minutes=self.config.pin_lock_minutes))
         servicer = CustomerManagementServicer(

@@ -8,7 +8,6 @@ notification it is sent moves that position on; the REST gateway delivers them.
 from __future__ import annotations
 
 import urllib.parse
-import uuid
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
@@ -18,8 +17,8 @@ from customer_management.changes.watching import Watching
 from customer_management.domain import attribute_filters
 from customer_management.domain.attribute_filters import Criterion
 from customer_management.domain.errors import FieldViolation, InvalidArgument, NotFound
+from customer_management.domain.ids import new_id, require_id
 from customer_management.domain.notifications import KIND_OF_TYPE, TYPE_OF_TMF_NAME
-from customer_management.domain.service import require_id
 from customer_management.domain.validation import key_problem
 from customer_management.store import hubs as store
 from customer_management.store.database import Database
@@ -81,7 +80,7 @@ class Hubs:
         interest = self.interest(query)
         token = await self.watching.now_token()
         row = HubListener(
-            id=str(uuid.uuid4()),
+            id=new_id(),
             callback=callback,
             query=query,
             resume_token=token,

@@ -239,7 +239,7 @@ class Watching:
                 ):
                     for row in rows:
                         payload = EventPayload()
-                        getattr(payload, kind).CopyFrom(services[kind].output(row))
+                        getattr(payload, kind).CopyFrom(services[kind].outputs.message(row))
                         yield _Positioned(
                             position, WatchEventsResponse(resume_token=mark, snapshot=payload)
                         )

@@ -11,7 +11,6 @@ every imported resource gets its Create event like any other.
 from __future__ import annotations
 
 import json
-import uuid
 from collections import Counter
 from collections.abc import Iterable, Mapping
 from dataclasses import dataclass, field
@@ -23,6 +22,7 @@ from google.protobuf import json_format
 from sqlalchemy.orm import Session
 
 from customer_management.domain.errors import DomainError, InvalidArgument
+from customer_management.domain.ids import new_id
 from customer_management.domain.notifications import Change
 from customer_management.domain.pins import hash_pin
 from customer_management.domain.service import NewRows, ResourceService
@@ -112,7 +112,7 @@ class Importer:
             kind = TYPES.get(type_name) if isinstance(type_name, str) else None
             if kind is None:
                 raise ValueError(f"@type must be one of {', '.join(TYPES)}, not {type_name!r}")
-            id = data.get("id") or str(uuid.uuid4())
+            id = data.get("id") or new_id()
             if not isinstance(id, str) or (problem := key_problem(id)):
                 raise ValueError(f"id {problem or 'must be a string'}")
             fields = {k: v for k, v in data.items() if not k.startswith("@")}

@@ -14,8 +14,9 @@ from datetime import UTC, datetime, timedelta
 from sqlalchemy.orm import Session
 
 from customer_management.domain.errors import FailedPrecondition, FieldViolation, InvalidArgument
+from customer_management.domain.ids import require_id
 from customer_management.domain.pins import hash_pin, pin_matches, pin_problem
-from customer_management.domain.service import ResourceService, require_id
+from customer_management.domain.service import ResourceService
 from customer_management.store import resources
 from customer_management.store.models import CustomerAccountRow
 from tmf629.v1.customer_account_pb2 import CustomerAccount

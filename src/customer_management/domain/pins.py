@@ -2,12 +2,17 @@
 
 from __future__ import annotations
 
+import asyncio
 import base64
 import hashlib
 import hmac
 import os
 import threading
 from collections.abc import Sequence
+
+from google.protobuf.message import Message
+
+from customer_management.domain.validation import Violations
 
 PIN_MIN_DIGITS = 4
 PIN_MAX_DIGITS = 12
@@ -71,3 +76,25 @@ def pin_matches(pin: str, stored: str, peppers: Sequence[bytes]) -> tuple[bool, 
     except ValueError:
         pass
     return False, False
+
+
+def take_pin(resource: Message, path: str, v: Violations) -> str:
+    """Removes the write-only PIN from the resource (it is stored apart, hashed) and
+    returns it; a bad one is added to `v` under `path`.pin."""
+    if "pin" not in resource.DESCRIPTOR.fields_by_name:
+        return ""
+    pin: str = getattr(resource, "pin")  # noqa: B009 (only accounts have one)
+    resource.ClearField("pin")
+    if pin and (problem := pin_problem(pin)):
+        v.add(f"{path}.pin", problem)
+    if pin:
+        setattr(resource, "pin_set", True)  # noqa: B010 (only accounts have one)
+    return pin
+
+
+async def hash_off_loop(pin: str, pepper: bytes) -> str | None:
+    """The hash of `pin` (None for no PIN); scrypt is slow on purpose, so it runs off the
+    event loop."""
+    if not pin:
+        return None
+    return await asyncio.to_thread(hash_pin, pin, pepper)

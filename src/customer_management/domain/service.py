@@ -1,14 +1,13 @@
-"""The standard methods of one resource kind: validation, references, etags, idempotency.
+"""The standard methods of one resource kind: Create, Get, List, Update, Delete.
 
-Writes run as units of work that the database group-commits, each recording its event
-in the same transaction; Gets by id are batched.
+Each step's rule has its own module (ids, references, uniqueness, idempotency, pins,
+outputs, masks); this one puts them in order. Writes run as units of work that the
+database group-commits, each recording its event in the same transaction; Gets by id
+are batched.
 """
 
 from __future__ import annotations
 
-import asyncio
-import hashlib
-import uuid
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 from datetime import UTC, datetime
@@ -18,18 +17,19 @@ from google.protobuf.field_mask_pb2 import FieldMask
 from sqlalchemy import Connection
 from sqlalchemy.orm import Session
 
-from customer_management.domain import callers, listing, wire
+from customer_management.domain import callers, idempotency, listing, references, wire
 from customer_management.domain.cache import DELETED, GONE, ResourceCache
 from customer_management.domain.errors import (
     Aborted,
-    AlreadyExists,
     FailedPrecondition,
     FieldViolation,
     InvalidArgument,
     NotFound,
     PreconditionViolation,
 )
-from customer_management.domain.kinds import COLLECTIONS, Kind, M, RefSlot
+from customer_management.domain.idempotency import REQUEST_ID_MAX
+from customer_management.domain.ids import check_key, new_id, require_id
+from customer_management.domain.kinds import Kind, M
 from customer_management.domain.masks import (
     OUTPUT_ONLY,
     WILDCARD,
@@ -38,27 +38,23 @@ from customer_management.domain.masks import (
     read_paths,
     select,
 )
-from customer_management.domain.notifications import EVENT_TYPES, Change, changed_fields, header
-from customer_management.domain.pins import hash_pin, pin_problem
-from customer_management.domain.validation import (
-    ID_MAX,
-    KEY_MAX,
-    Violations,
-    check_message,
-    key_problem,
-)
+from customer_management.domain.notifications import Change, changed_fields, header
+from customer_management.domain.outputs import Outputs
+from customer_management.domain.pins import hash_off_loop, take_pin
+from customer_management.domain.settings import Settings
+from customer_management.domain.uniqueness import check_unique
+from customer_management.domain.validation import KEY_MAX, Violations, check_message
 from customer_management.domain.wire import Encoded
 from customer_management.store import outbox, resources
 from customer_management.store import query as query_store
 from customer_management.store.batching import Batcher, Outcome
 from customer_management.store.database import Database
 from customer_management.store.models import Base, ResourceRow
-from customer_management.store.outbox import StoredEvent
 from customer_management.store.resources import Stored
 from customer_management.store.units import alone
-from tmf629.v1.events_pb2 import Event
 
-REQUEST_ID_MAX = 128
+__all__ = ["Page", "ResourceService", "Settings", "require_id"]
+
 _ALL = FieldMask()
 MAX_RESOURCE_BYTES = 512 * 1024
 MAX_PAGE_BYTES = 3 * 1024 * 1024
@@ -80,15 +76,6 @@ class NewRows:
     time: datetime
 
 
-@dataclass(frozen=True)
-class Settings:
-    base_url: str
-    pin_pepper: bytes
-    previous_peppers: tuple[bytes, ...] = ()
-    """Peppers being rotated out: PINs hashed with them still verify, and are hashed
-    again with `pin_pepper` when they do."""
-
-
 class ResourceService(Generic[M]):
     def __init__(
         self,
@@ -102,25 +89,18 @@ class ResourceService(Generic[M]):
         self.database = database
         self.settings = settings
         self.cache = cache
-        self._href_prefix = self._href_base(kind.kind)
+        self.outputs = Outputs(kind, settings.base_url)
         self._method = f"Create{kind.message_type.DESCRIPTOR.name}"
         self._by_id: Batcher[str, Stored | None] = database.reader(self._fetch)
-        self._deleted = EVENT_TYPES[kind.kind][Change.DELETE]
 
     # -- standard methods -------------------------------------------------------------
 
     async def create(self, resource: M, request_id: str) -> Encoded:
         if request_id:
-            _check_key("request_id", request_id, REQUEST_ID_MAX)
+            check_key("request_id", request_id, REQUEST_ID_MAX)
         resource, pin = self.prepare(resource)
-        # Taken without the PIN and with the card masked: a fast hash of either would
-        # give it away. A retry that differs only there gets the first result.
-        request_hash = (
-            hashlib.sha256(resource.SerializeToString(deterministic=True)).hexdigest()
-            if request_id
-            else ""
-        )
-        pin_hash = await self._hash(pin)
+        request_hash = idempotency.request_hash(resource) if request_id else ""
+        pin_hash = await hash_off_loop(pin, self.settings.pin_pepper)
         by = callers.current.get()
 
         def unit(session: Session) -> Encoded:
@@ -130,13 +110,18 @@ class ResourceService(Generic[M]):
                 resources.lock_request(session, request_id)
                 first = resources.find_request(session, request_id)
                 if first is not None:
-                    return self._replay(
-                        first.method, first.request_hash, first.response, request_hash
+                    return idempotency.replay(
+                        self.kind.message_type,
+                        self._method,
+                        first.method,
+                        first.request_hash,
+                        first.response,
+                        request_hash,
                     )
             self.resolve(session, resource)
-            new = self.new_rows(resource, str(uuid.uuid4()), pin_hash, datetime.now(UTC), by)
+            new = self.new_rows(resource, new_id(), pin_hash, datetime.now(UTC), by)
             if alone(session):  # together, a unique key taken is refused by its index
-                self.check_unique(session, new.values, None)
+                check_unique(session, self.kind, new.values, None)
             resources.insert(session, self.kind.kind, new.values)
             resources.replace_children(session, self.kind.kind, new.id, new.children, new=True)
             self.record(session, Change.CREATE, new.output, 1, new.time)
@@ -154,7 +139,7 @@ class ResourceService(Generic[M]):
         """The caller's resource without output-only fields, validated, and its PIN."""
         resource = self._input(resource)
         v = Violations()
-        pin = self._take_pin(resource, v)
+        pin = take_pin(resource, self.kind.field, v)
         self._validate(resource, previous=None, v=v)
         return resource, pin
 
@@ -169,7 +154,7 @@ class ResourceService(Generic[M]):
         if pin_hash is not None:
             values["pin_hash"] = pin_hash
         values.update(id=id, version=1, create_time=now, update_time=now, body=body)
-        output = Encoded(id, body + self._tail(id, 1, now, now))
+        output = Encoded(id, body + self.outputs.tail(id, 1, now, now))
         return NewRows(id, values, self.kind.children(resource), output, now)
 
     async def get(self, id: str, read_mask: FieldMask = _ALL, *, fresh: bool = False) -> M:
@@ -177,9 +162,6 @@ class ResourceService(Generic[M]):
         paths = read_paths(self.kind.message_type.DESCRIPTOR, read_mask)
         found = self.message(await self.get_wire(id, fresh=fresh))
         return select(found, paths)
-
-    def message(self, encoded: Encoded) -> M:
-        return self.kind.message_type.FromString(encoded.wire)
 
     async def get_wire(self, id: str, *, fresh: bool = False) -> Encoded:
         """The resource as it goes on the wire: from the cache when it holds it, else
@@ -197,21 +179,10 @@ class ResourceService(Generic[M]):
         row = await self._by_id.submit(id)
         if row is None:
             raise self.not_found(id)
-        wire = self.wire(row)
+        wire = self.outputs.wire(row)
         if cache is not None:
             cache.fill(self.kind.kind, id, row.version, wire, ticket)
         return Encoded(id, wire)
-
-    def decode(self, stored: StoredEvent) -> tuple[int, bytes]:
-        """What a change event made of its resource, as the cache keeps it: its version
-        and wire form, with this replica's href (GONE if it was deleted)."""
-        if stored.event_type == self._deleted:
-            return DELETED, GONE
-        if stored.wire:  # this process's own change
-            return stored.version, stored.wire
-        resource: Any = getattr(Event.FromString(stored.body).event, self.kind.kind)
-        resource.href = self._href_prefix + resource.id
-        return int(resource.etag), resource.SerializeToString()
 
     async def lookup(self, id: str, keys: Mapping[str, str], read_mask: FieldMask = _ALL) -> M:
         """Get by id, by a unique caller-assigned key, or by both when they agree."""
@@ -221,7 +192,7 @@ class ResourceService(Generic[M]):
         if id:
             require_id(id)
         for name, value in given.items():
-            _check_key(name, value, KEY_MAX)
+            check_key(name, value, KEY_MAX)
         paths = read_paths(self.kind.message_type.DESCRIPTOR, read_mask)
 
         wanted = {"id": id, **given} if id else given
@@ -248,7 +219,7 @@ class ResourceService(Generic[M]):
                     ],
                 )
             row = self._row(session, next(iter(found.values())))
-            return select(self.output(row), paths)
+            return select(self.outputs.message(row), paths)
 
         return await self.database.read(unit)
 
@@ -291,7 +262,7 @@ class ResourceService(Generic[M]):
                 if include_total_size
                 else 0
             )
-            return Page([select(self.output(row), paths) for row in page], token, total)
+            return Page([select(self.outputs.message(row), paths) for row in page], token, total)
 
         return await self.database.read(unit)
 
@@ -301,10 +272,10 @@ class ResourceService(Generic[M]):
         patch = self._input(resource)
         paths = effective_paths(patch, update_mask)
         v = Violations()
-        pin = self._take_pin(patch, v)
+        pin = take_pin(patch, self.kind.field, v)
         v.raise_if_any()
         await self._precheck(id, etag, before_hashing=bool(pin))
-        pin_hash = await self._hash(pin)
+        pin_hash = await hash_off_loop(pin, self.settings.pin_pepper)
         if "pin" in paths and not pin and (not update_mask.paths or WILDCARD in update_mask.paths):
             paths.remove("pin")  # the PIN is write-only: kept unless set or named in the mask
 
@@ -322,13 +293,15 @@ class ResourceService(Generic[M]):
             self._validate(updated, previous=current)
             self.resolve(session, updated)
             if updated == current and "pin" not in paths:
-                return Encoded(row.id, self.wire(row))  # nothing changes: same etag, no write
+                return Encoded(
+                    row.id, self.outputs.wire(row)
+                )  # nothing changes: same etag, no write
             setattr(updated, "updated_by", by)  # noqa: B010 (every resource has one)
             body = self._body(updated)
             changed = changed_fields(current, updated)
             values = self.kind.columns(updated)
             if alone(session):  # together, a unique key taken is refused by its index
-                self.check_unique(session, values, row.id)
+                check_unique(session, self.kind, values, row.id)
             if "pin" in paths:
                 values.update(pin_hash=pin_hash, pin_failures=0, pin_locked_until=None)
                 changed.append("pin")  # that it changed, never what it is
@@ -344,7 +317,7 @@ class ResourceService(Generic[M]):
                     previous=self.kind.children(current),
                 )
             written = resources.Written(id, row.version + 1, row.create_time, now, body)
-            output = Encoded(id, self.wire(written))
+            output = Encoded(id, self.outputs.wire(written))
             self.record(session, Change.UPDATE, output, written.version, now, changed)
             return output
 
@@ -373,7 +346,7 @@ class ResourceService(Generic[M]):
                         for r in found
                     ],
                 )
-            last = Encoded(row.id, self.wire(row))
+            last = Encoded(row.id, self.outputs.wire(row))
             resources.delete(session, self.kind.kind, id)
             self.record(session, Change.DELETE, last, DELETED, datetime.now(UTC))
 
@@ -434,78 +407,14 @@ class ResourceService(Generic[M]):
             raise InvalidArgument(f"{path} {problem}", violations=[FieldViolation(path, problem)])
         return body
 
-    def _take_pin(self, resource: M, v: Violations) -> str:
-        """Removes the write-only PIN from the resource (it is stored apart, hashed)."""
-        if "pin" not in resource.DESCRIPTOR.fields_by_name:
-            return ""
-        pin: str = getattr(resource, "pin")  # noqa: B009 (only accounts have one)
-        resource.ClearField("pin")
-        if pin and (problem := pin_problem(pin)):
-            v.add(f"{self.kind.field}.pin", problem)
-        if pin:
-            setattr(resource, "pin_set", True)  # noqa: B010 (only accounts have one)
-        return pin
-
-    async def _hash(self, pin: str) -> str | None:
-        if not pin:
-            return None
-        # scrypt is slow on purpose, so it runs off the event loop.
-        return await asyncio.to_thread(hash_pin, pin, self.settings.pin_pepper)
-
-    def check_unique(self, session: Session, values: dict[str, Any], own: str | None) -> None:
-        """Refuses a caller-assigned key another resource already holds."""
-        for name in self.kind.unique:
-            value = values.get(name)
-            if value is None:
-                continue
-            holder = resources.holders(session, self.kind.kind, name, [value]).get(value)
-            if holder is not None and holder != own:
-                raise AlreadyExists(
-                    f"{self.kind.kind} {holder} already has {name} {value!r}",
-                    reason=f"{name.upper()}_TAKEN",
-                    metadata={"id": holder, name: value},
-                )
-
     def resolve(
         self,
         session: Session,
         resource: M,
         known: Mapping[str, Mapping[str, resources.Target]] | None = None,
     ) -> None:
-        """Checks that every reference names an existing resource and copies its name in.
-
-        `known`: the targets already read, by kind and id, in place of a query (bulk loads).
-        """
-        slots = self.kind.references(resource)
-        by_kind: dict[str, list[RefSlot]] = {}
-        for slot in slots:
-            by_kind.setdefault(slot.kind, []).append(slot)
-        missing: list[RefSlot] = []
-        for kind, kind_slots in by_kind.items():
-            found = (
-                known.get(kind, {})
-                if known is not None
-                else resources.targets(session, kind, (slot.ref.id for slot in kind_slots))
-            )
-            prefix = self._href_base(kind)
-            for slot in kind_slots:
-                target = found.get(slot.ref.id)
-                if target is None:
-                    missing.append(slot)
-                    continue
-                _fill(slot.ref, prefix + target.id, target)
-        if missing:
-            raise FailedPrecondition(
-                "references name resources that do not exist: "
-                + ", ".join(f"{slot.path} ({slot.kind} {slot.ref.id})" for slot in missing),
-                reason="REFERENCE_NOT_FOUND",
-                violations=[
-                    PreconditionViolation(
-                        "REFERENCE_NOT_FOUND", f"{slot.kind}/{slot.ref.id}", f"named by {slot.path}"
-                    )
-                    for slot in missing
-                ],
-            )
+        """Checks every reference and fills it in (see domain/references.py)."""
+        references.resolve(session, self.kind, resource, self.settings.base_url, known)
 
     def record(
         self,
@@ -529,9 +438,6 @@ class ResourceService(Generic[M]):
             wire=GONE if change is Change.DELETE else resource.wire,
         )
 
-    def _href_base(self, kind: str) -> str:
-        return f"{self.settings.base_url.rstrip('/')}/{COLLECTIONS[kind]}/"
-
     def _fetch(
         self, connection: Connection, ids: Sequence[str]
     ) -> Sequence[Outcome[Stored | None]]:
@@ -551,67 +457,8 @@ class ResourceService(Generic[M]):
             metadata={"resource": self.kind.kind, "id": id},
         )
 
-    def wire(self, row: Stored) -> bytes:
-        """A stored resource as it goes on the wire: its body, never parsed, and its
-        output-only fields after it."""
-        return row.body + self._tail(row.id, row.version, row.create_time, row.update_time)
-
-    def _tail(self, id: str, version: int, created: datetime, updated: datetime) -> bytes:
-        """The output-only fields, serialised (protobuf merges concatenated messages)."""
-        tail: Any = self.kind.message_type()
-        tail.id = id
-        tail.href = self._href_prefix + id
-        tail.etag = str(version)
-        tail.create_time.FromDatetime(created)
-        getattr(tail, self.kind.update_time_field).FromDatetime(updated)
-        return bytes(tail.SerializeToString())
-
-    def output(self, row: Stored) -> M:
-        resource = self.kind.message_type.FromString(row.body)
-        out: Any = resource
-        out.id = row.id
-        out.href = self._href_prefix + row.id
-        out.etag = str(row.version)
-        out.create_time.FromDatetime(row.create_time)
-        getattr(out, self.kind.update_time_field).FromDatetime(row.update_time)
-        return resource
-
-    def _replay(self, method: str, first_hash: str, response: bytes, request_hash: str) -> Encoded:
-        if method != self._method or first_hash != request_hash:
-            raise FailedPrecondition(
-                "request_id was already used for a different request",
-                reason="REQUEST_ID_REUSED",
-                violations=[
-                    PreconditionViolation(
-                        "REQUEST_ID", "request_id", f"first used by a different {method} request"
-                    )
-                ],
-            )
-        first: Any = self.kind.message_type.FromString(response)
-        return Encoded(first.id, response)
-
-
-def _fill(ref: Any, href: str, target: resources.Target) -> None:
-    fields = ref.DESCRIPTOR.fields_by_name
-    ref.href = href
-    ref.name = target.name
-    if "description" in fields:
-        ref.description = target.description
-    if "status" in fields:
-        ref.status = target.status
-
-
-def require_id(id: str, path: str = "id") -> None:
-    if not id:
-        raise InvalidArgument(
-            f"{path} is required", violations=[FieldViolation(path, "is required")]
-        )
-    _check_key(path, id, ID_MAX)
-
-
-def _check_key(path: str, value: str, limit: int) -> None:
-    if problem := key_problem(value, limit):
-        raise InvalidArgument(f"{path} {problem}", violations=[FieldViolation(path, problem)])
+    def message(self, encoded: Encoded) -> M:
+        return self.kind.message_type.FromString(encoded.wire)
 
 
 def _check_etag(row: Stored, etag: str) -> None:

@@ -1,0 +1,66 @@
+"""References between resources: each must name a resource that exists, and comes back
+with that resource's href and name (and description, status) filled in."""
+
+from __future__ import annotations
+
+from collections.abc import Mapping
+from typing import Any
+
+from sqlalchemy.orm import Session
+
+from customer_management.domain.errors import FailedPrecondition, PreconditionViolation
+from customer_management.domain.kinds import Kind, M, RefSlot
+from customer_management.domain.outputs import href_base
+from customer_management.store import resources
+
+
+def resolve(
+    session: Session,
+    kind: Kind[M],
+    resource: M,
+    base_url: str,
+    known: Mapping[str, Mapping[str, resources.Target]] | None = None,
+) -> None:
+    """Checks that every reference names an existing resource and copies its name in.
+
+    `known`: the targets already read, by kind and id, in place of a query (bulk loads).
+    """
+    by_kind: dict[str, list[RefSlot]] = {}
+    for slot in kind.references(resource):
+        by_kind.setdefault(slot.kind, []).append(slot)
+    missing: list[RefSlot] = []
+    for target_kind, slots in by_kind.items():
+        found = (
+            known.get(target_kind, {})
+            if known is not None
+            else resources.targets(session, target_kind, (slot.ref.id for slot in slots))
+        )
+        prefix = href_base(base_url, target_kind)
+        for slot in slots:
+            target = found.get(slot.ref.id)
+            if target is None:
+                missing.append(slot)
+                continue
+            _fill(slot.ref, prefix + target.id, target)
+    if missing:
+        raise FailedPrecondition(
+            "references name resources that do not exist: "
+            + ", ".join(f"{slot.path} ({slot.kind} {slot.ref.id})" for slot in missing),
+            reason="REFERENCE_NOT_FOUND",
+            violations=[
+                PreconditionViolation(
+                    "REFERENCE_NOT_FOUND", f"{slot.kind}/{slot.ref.id}", f"named by {slot.path}"
+                )
+                for slot in missing
+            ],
+        )
+
+
+def _fill(ref: Any, href: str, target: resources.Target) -> None:
+    fields = ref.DESCRIPTOR.fields_by_name
+    ref.href = href
+    ref.name = target.name
+    if "description" in fields:
+        ref.description = target.description
+    if "status" in fields:
+        ref.status = target.status
