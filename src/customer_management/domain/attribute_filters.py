@@ -18,7 +18,7 @@ from typing import Any
 
 from customer_management.domain import filtering
 from customer_management.domain.errors import FieldViolation, InvalidArgument
-from customer_management.domain.kinds import Field
+from customer_management.store.mapping import Field
 
 OPERATORS = {"gt": ">", "gte": ">=", "lt": "<", "lte": "<=", "ne": "!="}
 MAX_CRITERIA = 20

@@ -2,20 +2,17 @@
 
 from __future__ import annotations
 
-from datetime import datetime
 from decimal import Decimal
 from typing import Any
 
 from customer_management.domain.kinds import (
     CODE_MAX,
-    Field,
     Kind,
     RefSlot,
     check_contact_medium,
     check_name,
     check_related_party,
     check_status,
-    fields_index,
 )
 from customer_management.domain.validation import (
     KEY_MAX,
@@ -24,12 +21,7 @@ from customer_management.domain.validation import (
     key_problem,
     money,
 )
-from customer_management.store.models import (
-    AccountBalanceRow,
-    AccountRelationshipLink,
-    Base,
-    PaymentPlanRow,
-)
+from customer_management.store.mapping import MAPPINGS
 from tmf629.v1.customer_account_pb2 import CustomerAccount
 
 
@@ -43,29 +35,10 @@ class CustomerAccountKind(Kind[CustomerAccount]):
     kind = "customer_account"
     field = "customer_account"
     message_type = CustomerAccount
-    child_fields = frozenset(
-        {"payment_plan", "customer_account_balance", "customer_account_relationship"}
-    )
+    stored = MAPPINGS["customer_account"]
+    fields = stored.fields
     update_time_field = "last_modified"
     unique = ("external_reference",)
-    fields = fields_index(
-        lastModified=Field("update_time", datetime),
-        status=Field("status", str),
-        description=Field("description", str, text=True),
-        accountType=Field("account_type", str),
-        creditLimit=Field("credit_limit", Decimal, nullable=True),
-        receivableBalance=Field("receivable_balance", Decimal, nullable=True),
-        externalReference=Field("external_reference", str, nullable=True),
-        customer__id=Field("customer_id", str, nullable=True),
-        customerAccountRelationship__relationshipType=Field(
-            "relationship_type", str, AccountRelationshipLink
-        ),
-        customerAccountRelationship__customerAccount__id=Field(
-            "related_account_id", str, AccountRelationshipLink
-        ),
-        paymentPlan__status=Field("status", str, PaymentPlanRow),
-        paymentPlan__paymentMean__id=Field("payment_mean_id", str, PaymentPlanRow),
-    )
 
     def __init__(self, phone_region: str = "") -> None:
         self.phone_region = phone_region
@@ -131,52 +104,3 @@ class CustomerAccountKind(Kind[CustomerAccount]):
                 here = f"{path}.payment_plan[{i}].payment_mean"
                 slots.append(RefSlot(here, "payment_mean", plan.payment_mean))
         return slots
-
-    def columns(self, resource: CustomerAccount) -> dict[str, Any]:
-        unchecked = Violations()
-        return {
-            "name": resource.name,
-            "account_type": resource.account_type,
-            "status": resource.status,
-            "description": resource.description,
-            "credit_limit": _amount(resource, "credit_limit", "", unchecked, negative=True),
-            "receivable_balance": _amount(
-                resource, "receivable_balance", "", unchecked, negative=True
-            ),
-            "customer_id": resource.customer.id if resource.HasField("customer") else None,
-            "external_reference": resource.external_reference or None,
-        }
-
-    def children(self, resource: CustomerAccount) -> dict[type[Base], list[dict[str, Any]]]:
-        unchecked = Violations()
-        links: list[dict[str, Any]] = []
-        for relationship in resource.customer_account_relationship:
-            for ref in relationship.customer_account:
-                links.append(
-                    {
-                        "position": len(links),
-                        "related_account_id": ref.id,
-                        "relationship_type": relationship.relationship_type,
-                    }
-                )
-        return {
-            AccountRelationshipLink: links,
-            PaymentPlanRow: [
-                {
-                    "position": i,
-                    "payment_mean_id": plan.payment_mean.id,
-                    "status": plan.status,
-                    "amount": _amount(plan, "amount", "", unchecked, negative=True),
-                }
-                for i, plan in enumerate(resource.payment_plan)
-            ],
-            AccountBalanceRow: [
-                {
-                    "position": i,
-                    "type": balance.type,
-                    "status": balance.status,
-                    "amount": _amount(balance, "amount", "", unchecked, negative=True),
-                }
-                for i, balance in enumerate(resource.customer_account_balance)
-            ],
-        }

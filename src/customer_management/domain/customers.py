@@ -2,32 +2,19 @@
 
 from __future__ import annotations
 
-from datetime import datetime
-from typing import Any
-
 from customer_management.domain.kinds import (
     CODE_MAX,
     VALUE_MAX,
-    Field,
     Kind,
     RefSlot,
     check_contact_medium,
     check_name,
     check_related_party,
     check_status,
-    fields_index,
-    related_party_columns,
 )
 from customer_management.domain.payment_details import VERIFICATION_CODE
-from customer_management.domain.validation import Violations, check_period, period_bounds
-from customer_management.store.models import (
-    Base,
-    CharacteristicRow,
-    ContactMediumRow,
-    CustomerAccountLink,
-    CustomerPaymentMeanLink,
-)
-from customer_management.store.search_keys import email_key, phone_key
+from customer_management.domain.validation import Violations, check_period
+from customer_management.store.mapping import MAPPINGS
 from tmf629.v1.customer_pb2 import Customer
 
 
@@ -35,31 +22,8 @@ class CustomerKind(Kind[Customer]):
     kind = "customer"
     field = "customer"
     message_type = Customer
-    child_fields = frozenset(
-        {"customer_account", "payment_mean", "contact_medium", "characteristic"}
-    )
-    fields = fields_index(
-        updateTime=Field("update_time", datetime),
-        status=Field("status", str),
-        description=Field("description", str, text=True),
-        customerRank=Field("customer_rank", int, nullable=True),
-        validFor__startDateTime=Field("valid_for_start", datetime, nullable=True),
-        validFor__endDateTime=Field("valid_for_end", datetime, nullable=True),
-        relatedParty__id=Field("related_party_id", str, nullable=True),
-        relatedParty__role=Field("related_party_role", str, nullable=True),
-        contactMedium__type=Field("type", str, ContactMediumRow),
-        contactMedium__preferred=Field("preferred", bool, ContactMediumRow),
-        contactMedium__medium__emailAddress=Field(
-            "email", str, ContactMediumRow, nullable=True, key=email_key
-        ),
-        contactMedium__medium__number=Field(
-            "number", str, ContactMediumRow, nullable=True, key=phone_key
-        ),
-        characteristic__name=Field("name", str, CharacteristicRow),
-        characteristic__value=Field("value", str, CharacteristicRow),
-        customerAccount__id=Field("account_id", str, CustomerAccountLink),
-        paymentMean__id=Field("payment_mean_id", str, CustomerPaymentMeanLink),
-    )
+    stored = MAPPINGS["customer"]
+    fields = stored.fields
 
     def __init__(self, phone_region: str = "") -> None:
         self.phone_region = phone_region
@@ -103,43 +67,3 @@ class CustomerKind(Kind[Customer]):
                 for i, ref in enumerate(resource.payment_mean)
             ),
         ]
-
-    def columns(self, resource: Customer) -> dict[str, Any]:
-        start, end = period_bounds(resource.valid_for)
-        return {
-            "name": resource.name,
-            "status": resource.status,
-            "description": resource.description,
-            "customer_rank": (
-                resource.customer_rank if resource.HasField("customer_rank") else None
-            ),
-            "valid_for_start": start,
-            "valid_for_end": end,
-            **related_party_columns(resource),
-        }
-
-    def children(self, resource: Customer) -> dict[type[Base], list[dict[str, Any]]]:
-        return {
-            CustomerAccountLink: [
-                {"position": i, "account_id": ref.id}
-                for i, ref in enumerate(resource.customer_account)
-            ],
-            CustomerPaymentMeanLink: [
-                {"position": i, "payment_mean_id": ref.id}
-                for i, ref in enumerate(resource.payment_mean)
-            ],
-            ContactMediumRow: [
-                {
-                    "position": i,
-                    "type": medium.type,
-                    "preferred": medium.preferred,
-                    "email": email_key(medium.medium.email_address),
-                    "number": phone_key(medium.medium.number, self.phone_region),
-                }
-                for i, medium in enumerate(resource.contact_medium)
-            ],
-            CharacteristicRow: [
-                {"position": i, "name": characteristic.name, "value": characteristic.value}
-                for i, characteristic in enumerate(resource.characteristic)
-            ],
-        }

@@ -25,8 +25,8 @@ from lark import Lark, Token, Tree
 from lark.exceptions import UnexpectedCharacters, UnexpectedEOF, UnexpectedInput, UnexpectedToken
 
 from customer_management.domain.errors import FieldViolation, InvalidArgument
-from customer_management.domain.kinds import Field
 from customer_management.domain.validation import MONEY_DECIMALS, Violations, money
+from customer_management.store.mapping import Field
 from customer_management.store.query import All, AnyOf, Compare, Condition, Not, Present
 
 MAX_FILTER_LENGTH = 2000

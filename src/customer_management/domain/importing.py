@@ -29,7 +29,6 @@ from customer_management.domain.service import NewRows, ResourceService
 from customer_management.domain.validation import key_problem
 from customer_management.store import resources
 from customer_management.store.errors import StoreConflict
-from customer_management.store.models import CHILDREN, ROWS, Base
 
 IMPORT = "import"
 """The created_by / updated_by of imported resources."""
@@ -135,7 +134,7 @@ class Importer:
         resources.bulk(session)
         known = self._targets(session, lines)
         taken = self._taken(session, lines)
-        rows: dict[type[Base], list[dict[str, Any]]] = {}
+        rows = resources.NewRows()
         now = datetime.now(UTC)
         for line in lines:
             service = self.services[line.kind]
@@ -159,23 +158,11 @@ class Importer:
                 continue
             taken.add((line.kind, "id", line.id))
             known.setdefault(line.kind, {})[line.id] = _target(new)
-            self._add(rows, service, new)
+            rows.add(line.kind, new.id, new.values, new.children)
             service.record(session, Change.CREATE, new.output, 1, now)
             report.loaded[line.kind] += 1
-        for table, values in rows.items():
-            resources.insert_many(session, table, values)
+        rows.insert(session)
         return report
-
-    def _add(
-        self,
-        rows: dict[type[Base], list[dict[str, Any]]],
-        service: ResourceService[Any],
-        new: NewRows,
-    ) -> None:
-        rows.setdefault(ROWS[service.kind.kind], []).append(new.values)
-        for table, owner in CHILDREN[service.kind.kind]:
-            for child in new.children.get(table, ()):
-                rows.setdefault(table, []).append({owner: new.id, **child})
 
     def _targets(
         self, session: Session, lines: list[_Line]

@@ -2,10 +2,8 @@
 
 from __future__ import annotations
 
-import re
-from collections.abc import Callable, Mapping
+from collections.abc import Mapping
 from dataclasses import dataclass
-from datetime import datetime
 from typing import Any, ClassVar, Generic, TypeVar
 
 from email_validator import EmailNotValidError
@@ -13,8 +11,8 @@ from google.protobuf.message import Message
 
 from customer_management.domain import emails
 from customer_management.domain.validation import Violations, check_period
-from customer_management.store import query
-from customer_management.store.models import Base
+from customer_management.store.mapping import Field
+from customer_management.store.mapping import Mapping as StoredMapping
 from customer_management.store.search_keys import e164
 from tmf629.v1.common_pb2 import ContactMedium, RelatedParty
 
@@ -47,48 +45,6 @@ class RefSlot:
     ref: Any
 
 
-@dataclass(frozen=True)
-class Field:
-    """A field List can filter on: where it is stored and how its literals are read."""
-
-    column: str
-    value_type: type
-    child: type[Base] | None = None
-    """The child table holding it, for a field inside a repeated message."""
-    nullable: bool = False
-    key: Callable[[str, str], str | None] | None = None
-    """Normalises values before they are compared (see store.search_keys)."""
-    text: bool = False
-    """Free text: compared for equality only, never ordered."""
-
-    @property
-    def stored(self) -> query.Column:
-        return query.Column(self.column, self.child, self.nullable)
-
-    @property
-    def sortable(self) -> bool:
-        return self.child is None and not self.text
-
-
-def fields_index(**extra: Field) -> dict[str, Field]:
-    """Filter names: the fields every resource has plus `extra` (given by TMF JSON path
-    with `__` for `.`), each also under its proto (snake_case) path."""
-    fields = {
-        "id": Field("id", str),
-        "name": Field("name", str),
-        "createTime": Field("create_time", datetime),
-        **{path.replace("__", "."): field for path, field in extra.items()},
-    }
-    index: dict[str, Field] = {}
-    for path, field in fields.items():
-        index[path] = field
-        index[".".join(_CAMEL_HUMP.sub(r"_\1", part).lower() for part in path.split("."))] = field
-    return index
-
-
-_CAMEL_HUMP = re.compile(r"(?<=[a-z0-9])([A-Z])")
-
-
 class Kind(Generic[M]):
     kind: ClassVar[str]
     """Table and reference name: customer, customer_account, payment_mean."""
@@ -96,13 +52,13 @@ class Kind(Generic[M]):
     """The request field holding the resource; the root of every violation path."""
     message_type: type[M]
     update_time_field: ClassVar[str] = "update_time"
+    stored: ClassVar[StoredMapping[Any]]
+    """How its resources are stored (store/mapping.py)."""
     fields: ClassVar[Mapping[str, Field]]
-    """What List filters and orders on, by filter name."""
+    """What List filters and orders on, by filter name: `stored.fields`."""
     phone_region: str = ""
     """Where national telephone numbers are (ISO 3166 code); empty: numbers need their
     country code."""
-    child_fields: ClassVar[frozenset[str]] = frozenset()
-    """The fields `children` reads: an update that changes none of them keeps the rows."""
     unique: ClassVar[tuple[str, ...]] = ()
     """Optional caller-assigned keys (columns named as their fields) no two resources share;
     Get finds a resource by them."""
@@ -117,13 +73,6 @@ class Kind(Generic[M]):
 
     def references(self, resource: M) -> list[RefSlot]:
         raise NotImplementedError
-
-    def columns(self, resource: M) -> dict[str, Any]:
-        """The row's searchable columns; called only on a valid resource."""
-        raise NotImplementedError
-
-    def children(self, resource: M) -> dict[type[Base], list[dict[str, Any]]]:
-        return {}
 
 
 def check_name(resource: Any, path: str, v: Violations) -> None:
@@ -178,11 +127,6 @@ def check_related_party(party: RelatedParty, path: str, v: Violations) -> None:
     v.max_length(f"{path}.id", party.id, CODE_MAX)
     v.max_length(f"{path}.role", party.role, CODE_MAX)
     check_period(party.valid_for, f"{path}.valid_for", v)
-
-
-def related_party_columns(resource: Any) -> dict[str, str | None]:
-    party = resource.related_party
-    return {"related_party_id": party.id or None, "related_party_role": party.role or None}
 
 
 def check_status(resource: Any, path: str, v: Violations) -> None:

@@ -14,8 +14,8 @@ from typing import Any
 from customer_management.domain import filtering
 from customer_management.domain.errors import FieldViolation, InvalidArgument
 from customer_management.domain.kinds import Kind
-from customer_management.store.models import ResourceRow
 from customer_management.store.query import Condition, OrderTerm
+from customer_management.store.resources import Listed
 
 DEFAULT_PAGE_SIZE = 50
 MAX_PAGE_SIZE = 1000
@@ -73,7 +73,7 @@ def _parse_order(kind: Kind[Any], text: str) -> list[OrderTerm]:
     return terms
 
 
-def next_token(query: ListQuery, last: ResourceRow) -> str:
+def next_token(query: ListQuery, last: Listed) -> str:
     values = [_encode(getattr(last, term.column)) for term in query.order] + [last.pk]
     data = json.dumps({"b": query.binding, "a": values}, separators=(",", ":")).encode()
     return base64.urlsafe_b64encode(data).decode().rstrip("=")

@@ -2,25 +2,20 @@
 
 from __future__ import annotations
 
-from datetime import datetime
-from typing import Any
-
 from customer_management.domain.kinds import (
     CODE_MAX,
-    Field,
     Kind,
     RefSlot,
     check_name,
     check_related_party,
-    fields_index,
-    related_party_columns,
 )
 from customer_management.domain.payment_details import (
     check_bank_account,
     check_credit_card,
     refuse_unknown_card_fields,
 )
-from customer_management.domain.validation import Violations, check_period, period_bounds
+from customer_management.domain.validation import Violations, check_period
+from customer_management.store.mapping import MAPPINGS
 from tmf629.v1.payment_mean_pb2 import PaymentMean
 
 # Types that call for a bankAccount (BankAccountDebit, BankAccountTransfer …) and those
@@ -33,19 +28,12 @@ class PaymentMeanKind(Kind[PaymentMean]):
     kind = "payment_mean"
     field = "payment_mean"
     message_type = PaymentMean
+    stored = MAPPINGS["payment_mean"]
+    fields = stored.fields
 
     def __init__(self, card_key: bytes = b"") -> None:
         self.card_key = card_key
         """Keys card fingerprints (see payment_details.card_fingerprint)."""
-
-    fields = fields_index(
-        updateTime=Field("update_time", datetime),
-        type=Field("type", str),
-        validFor__startDateTime=Field("valid_for_start", datetime, nullable=True),
-        validFor__endDateTime=Field("valid_for_end", datetime, nullable=True),
-        relatedParty__id=Field("related_party_id", str, nullable=True),
-        relatedParty__role=Field("related_party_role", str, nullable=True),
-    )
 
     def screen(self, resource: PaymentMean) -> None:
         if resource.HasField("credit_card"):
@@ -83,13 +71,3 @@ class PaymentMeanKind(Kind[PaymentMean]):
 
     def references(self, resource: PaymentMean) -> list[RefSlot]:
         return []
-
-    def columns(self, resource: PaymentMean) -> dict[str, Any]:
-        start, end = period_bounds(resource.valid_for)
-        return {
-            "name": resource.name,
-            "type": resource.type,
-            "valid_for_start": start,
-            "valid_for_end": end,
-            **related_party_columns(resource),
-        }

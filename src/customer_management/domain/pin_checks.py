@@ -18,7 +18,6 @@ from customer_management.domain.ids import require_id
 from customer_management.domain.pins import hash_pin, pin_matches, pin_problem
 from customer_management.domain.service import ResourceService
 from customer_management.store import resources
-from customer_management.store.models import CustomerAccountRow
 from tmf629.v1.customer_account_pb2 import CustomerAccount
 
 MAX_ATTEMPTS = 5
@@ -81,8 +80,8 @@ class PinChecks:
             if fresh is not None:
                 row.pin_hash = fresh
 
-    def _row(self, session: Session, id: str) -> CustomerAccountRow:
-        row = resources.get(session, "customer_account", id, for_update=True)
-        if not isinstance(row, CustomerAccountRow):
+    def _row(self, session: Session, id: str) -> resources.PinState:
+        row = resources.lock_pin_state(session, id)
+        if row is None:
             raise self.accounts.not_found(id)
         return row

@@ -49,7 +49,7 @@ from customer_management.store import outbox, resources
 from customer_management.store import query as query_store
 from customer_management.store.batching import Batcher, Outcome
 from customer_management.store.database import Database
-from customer_management.store.models import Base, ResourceRow
+from customer_management.store.mapping import Children
 from customer_management.store.resources import Stored
 from customer_management.store.units import alone
 
@@ -71,7 +71,7 @@ class Page(Generic[M]):
 class NewRows:
     id: str
     values: dict[str, Any]
-    children: dict[type[Base], list[dict[str, Any]]]
+    children: Children
     output: Encoded
     time: datetime
 
@@ -150,12 +150,14 @@ class ResourceService(Generic[M]):
         out: Any = resource
         out.created_by = out.updated_by = by
         body = self._body(resource)
-        values = self.kind.columns(resource)
+        values = self.kind.stored.columns(resource)
         if pin_hash is not None:
             values["pin_hash"] = pin_hash
         values.update(id=id, version=1, create_time=now, update_time=now, body=body)
         output = Encoded(id, body + self.outputs.tail(id, 1, now, now))
-        return NewRows(id, values, self.kind.children(resource), output, now)
+        return NewRows(
+            id, values, self.kind.stored.children(resource, self.kind.phone_region), output, now
+        )
 
     async def get(self, id: str, read_mask: FieldMask = _ALL, *, fresh: bool = False) -> M:
         """The resource; `fresh`: read from the database, whatever the cache holds."""
@@ -248,7 +250,7 @@ class ResourceService(Generic[M]):
                 offset=offset,
             )
             # A page also ends before it outgrows what a default client accepts (4 MiB).
-            page: list[ResourceRow] = []
+            page: list[resources.Listed] = []
             size = 0
             for row in rows[: query.page_size]:
                 size += len(row.body)
@@ -299,7 +301,7 @@ class ResourceService(Generic[M]):
             setattr(updated, "updated_by", by)  # noqa: B010 (every resource has one)
             body = self._body(updated)
             changed = changed_fields(current, updated)
-            values = self.kind.columns(updated)
+            values = self.kind.stored.columns(updated)
             if alone(session):  # together, a unique key taken is refused by its index
                 check_unique(session, self.kind, values, row.id)
             if "pin" in paths:
@@ -308,13 +310,13 @@ class ResourceService(Generic[M]):
             now = datetime.now(UTC)
             values.update(version=row.version + 1, update_time=now, body=body)
             resources.update(session, self.kind.kind, id, values)
-            if self.kind.child_fields.intersection(changed):
+            if self.kind.stored.child_fields.intersection(changed):
                 resources.replace_children(
                     session,
                     self.kind.kind,
                     id,
-                    self.kind.children(updated),
-                    previous=self.kind.children(current),
+                    self.kind.stored.children(updated, self.kind.phone_region),
+                    previous=self.kind.stored.children(current, self.kind.phone_region),
                 )
             written = resources.Written(id, row.version + 1, row.create_time, now, body)
             output = Encoded(id, self.outputs.wire(written))
@@ -445,7 +447,7 @@ class ResourceService(Generic[M]):
         found = resources.fetch(connection, self.kind.kind, ids)
         return [Outcome(value=found.get(id)) for id in ids]
 
-    def _row(self, session: Session, id: str, *, for_update: bool = False) -> ResourceRow:
+    def _row(self, session: Session, id: str, *, for_update: bool = False) -> Stored:
         row = resources.get(session, self.kind.kind, id, for_update=for_update)
         if row is None:
             raise self.not_found(id)

@@ -12,6 +12,7 @@ from google.protobuf.message import Message
 from google.protobuf.timestamp_pb2 import Timestamp
 
 from customer_management.domain.errors import FieldViolation, InvalidArgument
+from customer_management.store.mapping import exact_decimal
 from tmf629.v1.common_pb2 import TimePeriod
 
 MAX_STRING = 4096
@@ -196,14 +197,8 @@ def money(value: float, path: str, v: Violations, *, negative: bool = True) -> D
     if not negative and amount < 0:
         v.add(path, "must not be negative")
         return None
-    return amount.normalize() if exponent < 0 else amount
+    return exact_decimal(value)
 
 
 def timestamp(value: Timestamp) -> datetime:
     return value.ToDatetime(tzinfo=UTC)
-
-
-def period_bounds(period: TimePeriod) -> tuple[datetime | None, datetime | None]:
-    start = timestamp(period.start_date_time) if period.HasField("start_date_time") else None
-    end = timestamp(period.end_date_time) if period.HasField("end_date_time") else None
-    return start, end

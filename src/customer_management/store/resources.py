@@ -18,6 +18,7 @@ from customer_management.store.models import (
     REFERENCES,
     ROWS,
     Base,
+    CustomerAccountRow,
     RequestKey,
     ResourceRow,
 )
@@ -63,6 +64,50 @@ class Written:
     create_time: datetime
     update_time: datetime
     body: bytes
+
+
+class Listed(Stored, Protocol):
+    """A row of a List page: its columns are read by name for the next page's keyset."""
+
+    @property
+    def pk(self) -> int: ...
+
+
+class PinState(Protocol):
+    """An account's PIN check state, as a locked row holds it (changes are written)."""
+
+    pin_hash: str | None
+    pin_failures: int
+    pin_locked_until: datetime | None
+
+
+def lock_pin_state(session: Session, id: str) -> PinState | None:
+    """The PIN state of account `id`, its row locked for the check; None if it is gone."""
+    row = get(session, "customer_account", id, for_update=True)
+    return row if isinstance(row, CustomerAccountRow) else None
+
+
+class NewRows:
+    """New resources' rows, collected by table for one insert per table (bulk loads)."""
+
+    def __init__(self) -> None:
+        self.tables: dict[type[Base], list[dict[str, Any]]] = {}
+
+    def add(
+        self,
+        kind: str,
+        id: str,
+        values: dict[str, Any],
+        children: Mapping[type[Base], Sequence[Mapping[str, Any]]],
+    ) -> None:
+        self.tables.setdefault(ROWS[kind], []).append(values)
+        for table, owner in CHILDREN[kind]:
+            for child in children.get(table, ()):
+                self.tables.setdefault(table, []).append({owner: id, **child})
+
+    def insert(self, session: Session) -> None:
+        for table, values in self.tables.items():
+            insert_many(session, table, values)
 
 
 def _by_ids(model: type[ResourceRow]) -> Select[str, int, datetime, datetime, bytes]:

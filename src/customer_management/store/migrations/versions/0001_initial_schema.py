@@ -6,11 +6,19 @@ Create Date: 2026-11-23
 """
 
 from collections.abc import Sequence
+from decimal import Decimal
 
 import sqlalchemy as sa
 from alembic import op
 
-from customer_management.store.models import Money
+# Frozen here, as this revision created it: store.models.Money's storage (NUMERIC(18, 6)
+# on PostgreSQL, an integer count of millionths on SQLite). A migration never imports live
+# code, which may change after it ran.
+
+
+def Money() -> sa.types.TypeEngine[Decimal]:
+    return sa.Numeric(18, 6).with_variant(sa.BigInteger(), "sqlite")
+
 
 revision: str = "0001"
 down_revision: str | None = None

@@ -6,12 +6,13 @@ Revises: 0002
 Create Date: 2026-11-23
 """
 
+import re
 from collections.abc import Sequence
 
+import phonenumbers
 import sqlalchemy as sa
 from alembic import op
 
-from customer_management.store.search_keys import email_key, phone_key
 from tmf629.v1.customer_pb2 import Customer
 from tmf629.v1.payment_mean_pb2 import PaymentMean
 
@@ -189,3 +190,31 @@ def downgrade() -> None:
         with op.batch_alter_table(table) as batch_op:
             batch_op.drop_column("related_party_role")
             batch_op.drop_column("related_party_id")
+
+
+# The search keys as this revision computed them (store/search_keys.py then), frozen: a
+# migration never imports live code, which may change after it ran.
+_NOT_DIGITS = re.compile(r"\D")
+_E164 = re.compile(r"\+[1-9]\d{6,14}")
+
+
+def email_key(address: str) -> str | None:
+    address = address.strip()
+    return address.lower() if address else None
+
+
+def phone_key(number: str) -> str | None:
+    """E.164 when the number carries its country code, else its digits."""
+    number = number.strip()
+    if not number:
+        return None
+    if _E164.fullmatch(number):
+        return number
+    international = "+" + number[2:] if number.startswith("00") else number
+    try:
+        parsed = phonenumbers.parse(international, None)
+    except phonenumbers.NumberParseException:
+        return _NOT_DIGITS.sub("", number) or None
+    if not phonenumbers.is_possible_number(parsed):
+        return _NOT_DIGITS.sub("", number) or None
+    return phonenumbers.format_number(parsed, phonenumbers.PhoneNumberFormat.E164)
