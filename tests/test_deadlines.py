@@ -216,7 +216,7 @@ async def test_a_cancel_between_two_statements_still_stops_the_work(
     database = Database(own_database, pool_size=POOL)
     await asyncio.to_thread(upgrade, database)
 
-    def unit(session: Any) -> None:
+    def unit(session: Any, run: Any) -> None:
         time.sleep(0.3)  # no statement runs: a cancel now finds nothing to cancel
         session.execute(text("SELECT count(*) FROM customer"))  # the write lock on SQLite
         session.execute(

@@ -27,6 +27,7 @@ from customer_management.domain.notifications import Change
 from customer_management.server import Server
 from customer_management.store import outbox
 from customer_management.store.guards import Guard
+from customer_management.store.units import Run, Unit
 from helpers import details, fails, latest_token
 from tmf629.v1 import service_pb2 as pb
 from tmf629.v1 import service_pb2_grpc
@@ -363,7 +364,7 @@ async def test_a_failed_unit_in_a_group_commit_leaves_no_event(server, sql) -> N
     now = datetime.now(UTC)
 
     def recording(id: str, fail: bool) -> Any:
-        def unit(session: Session) -> str:
+        def unit(session: Session, run: Run) -> str:
             built = notifications.header("customer", Change.CREATE, now)
             outbox.record(
                 session,
@@ -378,7 +379,7 @@ async def test_a_failed_unit_in_a_group_commit_leaves_no_event(server, sql) -> N
 
         return unit
 
-    units = [recording("one", False), recording("bad", True), recording("two", False)]
+    units = [Unit(recording(name, name == "bad")) for name in ("one", "bad", "two")]
     outcomes = await asyncio.to_thread(server.database._run_writes, units, Guard())
     assert [o.value for o in outcomes] == ["one", None, "two"]
     assert isinstance(outcomes[1].error, ValueError)

@@ -13,6 +13,8 @@ from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
 from typing import Any
 
+from sqlalchemy.orm import Session
+
 from customer_management.changes.watching import Watching
 from customer_management.domain import attribute_filters
 from customer_management.domain.attribute_filters import Criterion
@@ -23,6 +25,7 @@ from customer_management.domain.validation import key_problem
 from customer_management.store import hubs as store
 from customer_management.store.database import Database
 from customer_management.store.models import HubListener
+from customer_management.store.units import Run
 
 CALLBACK_MAX = 2048
 QUERY_MAX = 2048
@@ -88,7 +91,7 @@ class Hubs:
             failures=0,
         )
 
-        def unit(session: Any) -> Listener:
+        def unit(session: Session, run: Run) -> Listener:
             store.add(session, row)
             return _listener(row, interest)
 
@@ -103,29 +106,31 @@ class Hubs:
 
     async def delete(self, id: str) -> None:
         require_id(id)
-        if not await self.database.write(lambda session: store.remove(session, id)):
+        if not await self.database.write(lambda session, _: store.remove(session, id)):
             raise _not_found(id)
 
     # -- delivery ---------------------------------------------------------------------
 
     async def claim(self, owner: str, lease: timedelta) -> list[Listener]:
         now = datetime.now(UTC)
-        rows = await self.database.write(lambda s: store.claim(s, owner, now, now + lease))
+        rows = await self.database.write(
+            lambda session, _: store.claim(session, owner, now, now + lease)
+        )
         return [_listener(row, self.interest(row.query)) for row in rows]
 
     async def release(self, owner: str) -> None:
-        await self.database.write(lambda session: store.release(session, owner))
+        await self.database.write(lambda session, _: store.release(session, owner))
 
     async def delivered(
         self, listener: Listener, owner: str, token: str, sent: datetime | None
     ) -> bool:
         return await self.database.write(
-            lambda session: store.delivered(session, listener.id, owner, token, sent)
+            lambda session, _: store.delivered(session, listener.id, owner, token, sent)
         )
 
     async def failed(self, listener: Listener, owner: str, error: str) -> int | None:
         return await self.database.write(
-            lambda session: store.failed(session, listener.id, owner, error)
+            lambda session, _: store.failed(session, listener.id, owner, error)
         )
 
     # -- rules ------------------------------------------------------------------------

@@ -11,10 +11,10 @@ from customer_management.store.database import Database
 async def forget_old_request_ids(database: Database, retention: timedelta) -> int:
     """A Create retried after `retention` is a new request: its key is forgotten."""
     before = datetime.now(UTC) - retention
-    return await database.write(lambda session: resources.forget_requests(session, before))
+    return await database.write(lambda session, _: resources.forget_requests(session, before))
 
 
 async def forget_old_events(database: Database, retention: timedelta) -> int:
     """Events older than `retention` go; a token from before them has expired."""
     before = datetime.now(UTC) - retention
-    return await database.write(lambda session: outbox.prune(session, before))
+    return await database.write(lambda session, _: outbox.prune(session, before))

@@ -29,6 +29,7 @@ from customer_management.domain.service import NewRows, ResourceService
 from customer_management.domain.validation import key_problem
 from customer_management.store import resources
 from customer_management.store.errors import StoreConflict
+from customer_management.store.units import Run
 
 IMPORT = "import"
 """The created_by / updated_by of imported resources."""
@@ -127,7 +128,9 @@ class Importer:
             return None
         return _Line(number, text, kind, id, resource, pin)
 
-    def _write(self, session: Session, lines: list[_Line], pins: Mapping[int, str]) -> Report:
+    def _write(
+        self, session: Session, run: Run, *, lines: list[_Line], pins: Mapping[int, str]
+    ) -> Report:
         """One transaction for the batch: the checks that need the database, then one
         insert per table. Re-runnable, as the database's units of work must be."""
         report = Report()

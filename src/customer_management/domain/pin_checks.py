@@ -40,7 +40,7 @@ class PinChecks:
         if problem := ("is required" if not pin else pin_problem(pin)):
             raise InvalidArgument(f"pin {problem}", violations=[FieldViolation("pin", problem)])
         stored, attempt, locked_until = await self.accounts.database.write(
-            lambda session: self._count_attempt(session, id)
+            lambda session, _: self._count_attempt(session, id)
         )
         settings = self.accounts.settings
         peppers = (settings.pin_pepper, *settings.previous_peppers)
@@ -49,7 +49,9 @@ class PinChecks:
             return Verdict(False, max(0, MAX_ATTEMPTS - attempt), locked_until)
         # A PIN hashed with a pepper being rotated out is hashed again with the current one.
         fresh = await asyncio.to_thread(hash_pin, pin, settings.pin_pepper) if stale else None
-        await self.accounts.database.write(lambda session: self._clear(session, id, stored, fresh))
+        await self.accounts.database.write(
+            lambda session, _: self._clear(session, id, stored, fresh)
+        )
         return Verdict(True, MAX_ATTEMPTS)
 
     def _count_attempt(self, session: Session, id: str) -> tuple[str, int, datetime | None]:

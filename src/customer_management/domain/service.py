@@ -51,7 +51,7 @@ from customer_management.store.batching import Batcher, Outcome
 from customer_management.store.database import Database
 from customer_management.store.mapping import Children
 from customer_management.store.resources import Stored
-from customer_management.store.units import alone
+from customer_management.store.units import Run
 
 __all__ = ["Page", "ResourceService", "Settings", "require_id"]
 
@@ -103,10 +103,10 @@ class ResourceService(Generic[M]):
         pin_hash = await hash_off_loop(pin, self.settings.pin_pepper)
         by = callers.current.get()
 
-        def unit(session: Session) -> Encoded:
+        def unit(session: Session, run: Run) -> Encoded:
             # Together with other units, a request id used before is refused by its
             # key (and the batch runs again, each unit alone); alone, it is looked up.
-            if request_id and alone(session):
+            if request_id and run is Run.ALONE:
                 resources.lock_request(session, request_id)
                 first = resources.find_request(session, request_id)
                 if first is not None:
@@ -120,7 +120,7 @@ class ResourceService(Generic[M]):
                     )
             self.resolve(session, resource)
             new = self.new_rows(resource, new_id(), pin_hash, datetime.now(UTC), by)
-            if alone(session):  # together, a unique key taken is refused by its index
+            if run is Run.ALONE:  # together, a unique key taken is refused by its index
                 check_unique(session, self.kind, new.values, None)
             resources.insert(session, self.kind.kind, new.values)
             resources.replace_children(session, self.kind.kind, new.id, new.children, new=True)
@@ -283,7 +283,7 @@ class ResourceService(Generic[M]):
 
         by = callers.current.get()
 
-        def unit(session: Session) -> Encoded:
+        def unit(session: Session, run: Run) -> Encoded:
             row = resources.lock(session, self.kind.kind, id)
             if row is None:
                 raise self.not_found(id)
@@ -302,7 +302,7 @@ class ResourceService(Generic[M]):
             body = self._body(updated)
             changed = changed_fields(current, updated)
             values = self.kind.stored.columns(updated)
-            if alone(session):  # together, a unique key taken is refused by its index
+            if run is Run.ALONE:  # together, a unique key taken is refused by its index
                 check_unique(session, self.kind, values, row.id)
             if "pin" in paths:
                 values.update(pin_hash=pin_hash, pin_failures=0, pin_locked_until=None)
@@ -329,7 +329,7 @@ class ResourceService(Generic[M]):
         require_id(id)
         await self._precheck(id, etag)
 
-        def unit(session: Session) -> None:
+        def unit(session: Session, run: Run) -> None:
             row = resources.lock(session, self.kind.kind, id)
             if row is None:
                 raise self.not_found(id)

@@ -1,10 +1,9 @@
-"""Engines, sessions and the units of work the async service runs on worker threads.
+"""The unit-of-work runner: the units of work the async service runs on worker threads.
 
 The domain is plain synchronous SQLAlchemy; each RPC runs one unit of work (one
-transaction) on a thread so the event loop never waits on the database. SQLite
-allows one writer at a time, so its writes go through a single thread and begin
-with BEGIN IMMEDIATE: writers queue in the process instead of failing with
-"database is locked", and readers keep going in parallel under WAL.
+transaction) on a thread so the event loop never waits on the database. Writes go
+through one writer thread, group-committed (engines.py sets the engines up; units.py
+states what a unit of work must allow).
 
 No unit waits more than `pool_timeout` for a connection (StoreBusy), none runs past
 `work_timeout`, and one whose callers have all gone is stopped (guards.py).
@@ -17,7 +16,6 @@ import concurrent.futures
 import functools
 import logging
 import threading
-import time
 from collections.abc import AsyncGenerator, Callable, Iterator, Sequence
 from concurrent.futures import ThreadPoolExecutor
 from contextlib import contextmanager
@@ -25,12 +23,12 @@ from dataclasses import dataclass
 from typing import Any, TypeVar
 
 import psycopg
-from sqlalchemy import Connection, Engine, create_engine, event, text
+from sqlalchemy import Connection, text
 from sqlalchemy.engine import make_url
-from sqlalchemy.exc import DBAPIError, IntegrityError, OperationalError
+from sqlalchemy.exc import DBAPIError
 from sqlalchemy.orm import Session, sessionmaker
 
-from customer_management.store import guards, outbox, resources, writes
+from customer_management.store import engines, outbox, resources, writes
 from customer_management.store.batching import Batcher, Item, Outcome, Result
 from customer_management.store.errors import (
     StoreBusy,
@@ -41,71 +39,15 @@ from customer_management.store.errors import (
 )
 from customer_management.store.guards import Guard, Sweeper
 from customer_management.store.outbox import StoredEvent
-from customer_management.store.units import ALONE, Unit
+from customer_management.store.units import ALONE, Run, Unit, UnitOfWork
 
 T = TypeVar("T")
 log = logging.getLogger(__name__)
 
-SQLITE_BUSY_TIMEOUT = 30.0
-"""Seconds a SQLite writer waits for another process's write lock."""
-SQLITE_BUSY_STEP_MS = 50
-"""The writer waits in steps this long, so that a cancelled unit stops waiting (sqlite3's
-interrupt does not end a lock wait)."""
-POSTGRES_CONNECT_ARGS = {
-    "connect_timeout": 5,
-    # A connection whose peer vanished without a word fails within about 30 s.
-    "keepalives_idle": 10,
-    "keepalives_interval": 5,
-    "keepalives_count": 3,
-    "tcp_user_timeout": 30_000,
-}
 STREAM_STALL = 60.0
 """Seconds a `stream` waits for its consumer to take the next item before it gives up."""
 STREAM_THREADS = 2
 """Concurrent `stream`s (snapshots); more wait their turn, never taking the readers'."""
-
-
-# hide_parameters: an error's SQL parameters (a resource body, a PIN hash) stay out of logs.
-
-
-def _sqlite_engine(url: str, *, writer: bool, pool_size: int) -> Engine:
-    engine = create_engine(
-        url,
-        pool_size=1 if writer else pool_size,
-        max_overflow=0,
-        hide_parameters=True,
-        connect_args={"check_same_thread": False},
-    )
-
-    @event.listens_for(engine, "connect")
-    def _configure(dbapi_connection: Any, _record: Any) -> None:
-        # Let SQLAlchemy's BEGIN below decide transactions, not the driver.
-        dbapi_connection.isolation_level = None
-        cursor = dbapi_connection.cursor()
-        cursor.execute("PRAGMA journal_mode=WAL")
-        # FULL: a commit is on disk before it is acknowledged, even on power loss.
-        cursor.execute("PRAGMA synchronous=FULL")
-        cursor.execute("PRAGMA foreign_keys=ON")
-        busy = SQLITE_BUSY_STEP_MS if writer else int(SQLITE_BUSY_TIMEOUT * 1000)
-        cursor.execute(f"PRAGMA busy_timeout={busy}")
-        cursor.close()
-
-    if writer:
-
-        @event.listens_for(engine, "begin")
-        def _begin(connection: Any) -> None:
-            give_up = time.monotonic() + SQLITE_BUSY_TIMEOUT
-            while True:
-                try:
-                    connection.exec_driver_sql("BEGIN IMMEDIATE")
-                    return
-                except OperationalError as error:
-                    locked = "locked" in str(error.orig)
-                    if not locked or guards.cancelled() or time.monotonic() > give_up:
-                        raise
-
-    # Readers run single statements in SQLite's own autocommit: each is one snapshot.
-    return engine
 
 
 @dataclass(frozen=True)
@@ -137,38 +79,10 @@ class Database:
         self.pool_timeout = pool_timeout
         self.work_timeout = work_timeout
         self.is_sqlite = self.url.get_backend_name() == "sqlite"
-        # Batches in flight at once: one. Every batch's Python work takes the GIL from the
-        # event loop, and every statement's answer waits for it again; a second lane on
-        # PostgreSQL made batches of half the size at twice the cost (1.5 against 2.1 ms
-        # of CPU a Create, 600 against 470 a second).
-        self._lanes = 1
-        writers = self._lanes
-        if self.is_sqlite:
-            self.write_engine = _sqlite_engine(url, writer=True, pool_size=pool_size)
-            self.read_engine = _sqlite_engine(url, writer=False, pool_size=pool_size)
-        else:
-            # No ping per checkout: it cost every batch a round trip. A connection found
-            # dead fails its batch (UNAVAILABLE, which clients retry) and is replaced.
-            self.write_engine = create_engine(
-                url,
-                pool_size=writers,
-                max_overflow=0,
-                hide_parameters=True,
-                connect_args=POSTGRES_CONNECT_ARGS,
-            )
-            # Every read is one statement: no BEGIN/COMMIT round trips around it.
-            self.read_engine = create_engine(
-                url,
-                pool_size=pool_size,
-                max_overflow=0,
-                pool_pre_ping=True,
-                isolation_level="AUTOCOMMIT",
-                hide_parameters=True,
-                connect_args=POSTGRES_CONNECT_ARGS,
-            )
+        writers = engines.WRITERS
+        self.write_engine, self.read_engine = engines.create(url, pool_size=pool_size)
         self._sessions = sessionmaker(expire_on_commit=False)
         writes.flush_before_reads(self._sessions)
-        _count_writes(self.write_engine)
         self._writers = ThreadPoolExecutor(writers, thread_name_prefix="db-write")
         self._readers = ThreadPoolExecutor(pool_size, thread_name_prefix="db-read")
         self._streams = ThreadPoolExecutor(STREAM_THREADS, thread_name_prefix="db-stream")
@@ -176,7 +90,7 @@ class Database:
         self._reads: dict[Guard, tuple[float, asyncio.Future[Any], asyncio.Future[Any]]] = {}
         """Each read in progress: when it was asked for, its answer and its thread's job."""
         self._sweeper.add(self._sweep_reads)
-        self._writes: Batcher[Unit | Callable[[Session], Any], Any] = Batcher(
+        self._writes: Batcher[Unit, Any] = Batcher(
             self._writers,
             self._run_writes,
             lanes=writers,
@@ -223,7 +137,7 @@ class Database:
 
     def _unit(self, work: Callable[[Session], T], guard: Guard) -> T:
         with (
-            _store_errors(),
+            engines.store_errors(),
             self.read_engine.connect() as connection,
             guard.holding(connection),
             self._sessions(bind=connection) as session,
@@ -253,7 +167,7 @@ class Database:
 
         def produce() -> None:
             try:
-                with _store_errors(), self._snapshot() as session:
+                with engines.store_errors(), self._snapshot() as session:
                     for item in work(session):
                         if not put(("item", item)):
                             return
@@ -300,9 +214,7 @@ class Database:
                 with consistent.begin(), Session(bind=consistent) as session:
                     yield session
 
-    async def write(
-        self, work: Callable[[Session], T], *, lock: tuple[str, str] | None = None
-    ) -> T:
+    async def write(self, work: UnitOfWork[T], *, lock: tuple[str, str] | None = None) -> T:
         """Runs `work` in a transaction; returns once that transaction has committed.
         `lock`: (kind, id) of the resource it reads to change (see units.py)."""
         result: T = await self._writes.submit(Unit(work, lock))
@@ -318,7 +230,7 @@ class Database:
 
         def batch(items: Sequence[Item], guard: Guard) -> Sequence[Outcome[Result]]:
             with (
-                _store_errors(),
+                engines.store_errors(),
                 self.read_engine.connect() as connection,
                 guard.holding(connection),
             ):
@@ -354,25 +266,28 @@ class Database:
         wrote some, once it has committed."""
         self._event_listeners.append(listener)
 
-    def _run_writes(
-        self, batch: Sequence[Unit | Callable[[Session], Any]], guard: Guard
-    ) -> list[Outcome[Any]]:
+    def _run_writes(self, units: Sequence[Unit], guard: Guard) -> list[Outcome[Any]]:
         """Commits the batch as one transaction. When anything in it fails, the batch
         runs again with each unit in a savepoint of its own (see units.py)."""
-        units = [unit if isinstance(unit, Unit) else Unit(unit) for unit in batch]
         works = [unit.work for unit in units]
 
         def all_together(session: Session) -> list[Outcome[Any]]:
             resources.lock_many(session, [unit.lock for unit in units if unit.lock])
             outcomes: list[Outcome[Any]] = []
             for work in works:
-                events, rows, written = outbox.mark(session), writes.mark(session), _dml(session)
+                events, rows = outbox.mark(session), writes.mark(session)
+                written = engines.dml(session)
                 try:
-                    outcomes.append(Outcome(value=work(session)))
+                    outcomes.append(Outcome(value=work(session, Run.TOGETHER)))
                 except (DBAPIError, psycopg.Error):
                     raise  # the database refused: on PostgreSQL the transaction is lost
                 except Exception as error:
-                    if _dml(session) != written or session.dirty or session.new or session.deleted:
+                    if (
+                        engines.dml(session) != written
+                        or session.dirty
+                        or session.new
+                        or session.deleted
+                    ):
                         raise  # it wrote before it refused: run each unit alone
                     # It refused before it wrote anything (a stale etag, a missing
                     # reference): the others go on together.
@@ -387,7 +302,7 @@ class Database:
             raise
         except Exception as error:
             if len(works) == 1 and not isinstance(error, StoreConflict):
-                return [Outcome(error=_translate(error))]  # a unit's own refusal
+                return [Outcome(error=engines.translate(error))]  # a unit's own refusal
 
         def each_in_a_savepoint(session: Session) -> list[Outcome[Any]]:
             session.info[ALONE] = True
@@ -396,13 +311,13 @@ class Database:
                 events, rows = outbox.mark(session), writes.mark(session)
                 try:
                     with session.begin_nested():
-                        outcome = Outcome(value=work(session))
+                        outcome = Outcome(value=work(session, Run.ALONE))
                         writes.flush(session)  # its rows fail here, not in the next unit
                     outcomes.append(outcome)
                 except Exception as error:
                     outbox.discard(session, events)  # a failed change has no event
                     writes.discard(session, rows)
-                    outcomes.append(Outcome(error=_translate(error)))
+                    outcomes.append(Outcome(error=engines.translate(error)))
             return outcomes
 
         return self._commit(each_in_a_savepoint, guard)
@@ -411,7 +326,7 @@ class Database:
         """Runs `work` in a transaction that ends by writing its rows and events, then
         commits."""
         with (
-            _store_errors(),
+            engines.store_errors(),
             self.write_engine.connect() as connection,
             guard.holding(connection),
             self._sessions(bind=connection) as session,
@@ -460,23 +375,6 @@ class Database:
         self.read_engine.dispose()
 
 
-_DML = "database.dml"
-
-
-def _count_writes(engine: Engine) -> None:
-    """Counts the statements that change data on each connection of `engine`, so a unit
-    of work that failed can be told from one that failed after writing."""
-
-    @event.listens_for(engine, "before_cursor_execute")
-    def _count(connection: Connection, cursor: Any, statement: str, *_: Any) -> None:
-        if statement.lstrip()[:6].upper() in ("INSERT", "UPDATE", "DELETE"):
-            connection.info[_DML] = connection.info.get(_DML, 0) + 1
-
-
-def _dml(session: Session) -> int:
-    return int(session.connection().info.get(_DML, 0))
-
-
 def _relay(answer: asyncio.Future[T], done: asyncio.Future[T]) -> None:
     """Passes a thread's outcome on, unless the answer was already given (or its caller
     has gone)."""
@@ -489,43 +387,3 @@ def _relay(answer: asyncio.Future[T], done: asyncio.Future[T]) -> None:
         answer.set_exception(error)
     else:
         answer.set_result(done.result())
-
-
-@contextmanager
-def _store_errors() -> Iterator[None]:
-    """Re-raises what the database says as the store's own exceptions."""
-    try:
-        yield
-    except Exception as error:
-        translated = _translate(error)
-        if translated is error:
-            raise
-        raise translated from error
-
-
-# PostgreSQL's deadlock_detected and serialization_failure: another transaction won.
-CONFLICT_SQLSTATES = frozenset({"40P01", "40001"})
-
-
-def _translate(error: Exception) -> Exception:
-    """The store's own exceptions for what the database says; anything else unchanged."""
-    if isinstance(error, psycopg.Error):  # from a pipeline sent past SQLAlchemy (writes.py)
-        if isinstance(error, psycopg.IntegrityError) or error.sqlstate in CONFLICT_SQLSTATES:
-            return StoreConflict(str(error).splitlines()[0])
-        if isinstance(error, psycopg.OperationalError):
-            return StoreUnavailable(str(error).splitlines()[0])
-        return error
-    if isinstance(error, IntegrityError) or (
-        isinstance(error, DBAPIError)
-        and getattr(error.orig, "sqlstate", None) in CONFLICT_SQLSTATES
-    ):
-        return StoreConflict(_first_line(error))
-    if isinstance(error, OperationalError) or (
-        isinstance(error, DBAPIError) and error.connection_invalidated
-    ):
-        return StoreUnavailable(_first_line(error))
-    return error
-
-
-def _first_line(error: DBAPIError) -> str:
-    return str(error.orig).splitlines()[0] if error.orig else "database unavailable"
