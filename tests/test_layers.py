@@ -16,9 +16,9 @@ import pytest
 PACKAGE = Path(__file__).parents[1] / "src" / "customer_management"
 
 FORBIDDEN = {
-    "store": {"domain", "changes", "edge", "api", "rest", "server", "cli", "config", "metrics"},
-    "domain": {"changes", "edge", "api", "rest", "server", "cli", "metrics"},
-    "changes": {"edge", "api", "rest", "server", "cli", "metrics"},
+    "store": {"domain", "changes", "edge", "api", "rest", "server", "cli", "config", "observability"},
+    "domain": {"changes", "edge", "api", "rest", "server", "cli", "observability"},
+    "changes": {"edge", "api", "rest", "server", "cli", "observability"},
     "edge": {"changes", "api", "rest", "store", "server", "cli"},
     "api": {"rest", "store", "server", "cli"},
     "rest": {"api", "store", "server", "cli"},

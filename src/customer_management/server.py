@@ -33,7 +33,7 @@ from customer_management.domain.pin_checks import PinChecks
 from customer_management.domain.service import ResourceService
 from customer_management.edge.callers import Callers
 from customer_management.edge.methods import SERVICE
-from customer_management.metrics import MetricsEndpoint
+from customer_management.observability.metrics import MetricsEndpoint
 from customer_management.rest.gateway import BASE_PATH, Gateway
 from customer_management.store import migrate, outbox
 from customer_management.store.database import Database
@@ -125,7 +125,7 @@ class Server:
         interceptors: list[Any] = []
         self.tracing: Any = None
         if config.otlp_endpoint:
-            from customer_management.tracing import Tracing
+            from customer_management.observability.tracing import Tracing
 
             self.tracing = Tracing(config.otlp_endpoint, exporter=span_exporter)
             self.tracing.instrument(self.database.read_engine, self.database.write_engine)

@@ -11,7 +11,7 @@ from pathlib import Path
 from pythonjsonlogger.json import JsonFormatter
 
 from customer_management import config as settings
-from customer_management.loader import bulk_import
+from customer_management.cli.bulk_import import bulk_import
 from customer_management.server import serve
 from customer_management.store import migrate
 from customer_management.store.database import Database
