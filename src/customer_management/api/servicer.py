@@ -4,11 +4,11 @@ from __future__ import annotations
 
 import contextlib
 from collections.abc import AsyncIterator
-from typing import TYPE_CHECKING, Any
+from typing import Any
 
-import grpc
 from google.protobuf.empty_pb2 import Empty
 
+from customer_management.api.handlers import Context
 from customer_management.changes.watching import Watching
 from customer_management.domain.kinds import M
 from customer_management.domain.pin_checks import PinChecks
@@ -19,11 +19,6 @@ from tmf629.v1.customer_account_pb2 import CustomerAccount
 from tmf629.v1.customer_pb2 import Customer
 from tmf629.v1.events_pb2 import WatchEventsRequest, WatchEventsResponse
 from tmf629.v1.payment_mean_pb2 import PaymentMean
-
-if TYPE_CHECKING:  # grpc-stubs makes it generic; at run time it is not
-    Context = grpc.aio.ServicerContext[Any, Any]
-else:
-    Context = grpc.aio.ServicerContext
 
 
 class CustomerManagementServicer:
