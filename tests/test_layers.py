@@ -16,7 +16,17 @@ import pytest
 PACKAGE = Path(__file__).parents[1] / "src" / "customer_management"
 
 FORBIDDEN = {
-    "store": {"domain", "changes", "edge", "api", "rest", "server", "cli", "config", "observability"},
+    "store": {
+        "domain",
+        "changes",
+        "edge",
+        "api",
+        "rest",
+        "server",
+        "cli",
+        "config",
+        "observability",
+    },
     "domain": {"changes", "edge", "api", "rest", "server", "cli", "observability"},
     "changes": {"edge", "api", "rest", "server", "cli", "observability"},
     "edge": {"changes", "api", "rest", "store", "server", "cli"},

@@ -1,4 +1,4 @@
-"""Transport limits (README, Limits): message size, streams per connection, keepalive."""
+"""Transport limits (docs/api.md, Limits): message size, streams per connection, keepalive."""
 
 from __future__ import annotations
 

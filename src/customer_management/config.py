@@ -135,7 +135,7 @@ OPTIONS: list[tuple[str, str, Callable[[str], Any], str]] = [
         "tokens_file",
         "CM_TOKENS_FILE",
         str,
-        "JSON file of callers: token SHA-256, identity and scopes (see README, Security)",
+        "JSON file of callers: token SHA-256, identity and scopes (see docs/security.md)",
     ),
     ("tls_cert", "CM_TLS_CERT", str, "PEM certificate (chain) to serve TLS with"),
     ("tls_key", "CM_TLS_KEY", str, "PEM private key of --tls-cert"),

@@ -45,7 +45,7 @@ HOUSEKEEPING_INTERVAL = 600.0
 EVENT_POLL_INTERVAL = 0.25
 """Seconds between outbox reads when no commit or notification has woken the broker."""
 MAX_REQUEST_BYTES = 1024 * 1024
-"""A request message's limit: a resource is at most 512 KiB (see the README, Limits)."""
+"""A request message's limit: a resource is at most 512 KiB (see docs/api.md, Limits)."""
 TRANSPORT_OPTIONS = [
     ("grpc.so_reuseport", 0),  # a second server on a taken port must fail, not share it
     ("grpc.max_receive_message_length", MAX_REQUEST_BYTES),

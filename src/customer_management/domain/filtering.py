@@ -1,4 +1,4 @@
-"""List filters: the subset of Google AIP-160 the README documents, parsed with lark.
+"""List filters: the subset of Google AIP-160 docs/api.md documents, parsed with lark.
 
     expression  := factor { AND factor }
     factor      := term { OR term }           (OR binds tighter than AND, as in AIP-160)
