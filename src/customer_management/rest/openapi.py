@@ -85,7 +85,7 @@ def document(base_path: str, services: Mapping[str, ResourceService[Any]]) -> di
         "info": {
             "title": "TMF629 Customer Management (REST binding)",
             "version": "2.0.0",
-            "description": "The gRPC service's resources in TMF JSON; see docs/rest.md in the project.",
+            "description": "The gRPC service's resources in TMF JSON; see docs/rest.md.",
         },
         "servers": [{"url": base_path}],
         "paths": paths,
