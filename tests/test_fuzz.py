@@ -11,8 +11,10 @@ from typing import Any
 
 import grpc
 
+from customer_management.config import Config
 from customer_management.server import Server
 from tmf629.v1 import service_pb2 as pb
+from tmf629.v1 import service_pb2_grpc
 from tmf629.v1.common_pb2 import Characteristic, ContactMedium, CustomerRef, Medium
 from tmf629.v1.customer_account_pb2 import CustomerAccount
 from tmf629.v1.customer_pb2 import Customer
@@ -22,6 +24,7 @@ from tmf629.v1.payment_mean_pb2 import CreditCard, PaymentMean
 CASES = int(os.environ.get("CM_FUZZ_CASES", "1500"))
 """Requests per run, spread over every method; raise it for a longer hunt."""
 SERVICE = pb.DESCRIPTOR.services_by_name["CustomerManagementService"]
+INVALID = grpc.StatusCode.INVALID_ARGUMENT
 CONSIDERED = {
     grpc.StatusCode.OK,
     grpc.StatusCode.INVALID_ARGUMENT,
@@ -101,15 +104,25 @@ def mutated(seed: bytes, rng: random.Random) -> bytes:
     return bytes(data)
 
 
-async def call(channel: grpc.aio.Channel, method: Any, request: bytes) -> grpc.StatusCode:
+LATE = "LATE"
+"""The score of a stream that said nothing (no message, no status) within ANSWER_WITHIN."""
+HEARTBEAT = 0.05
+"""The fuzzed server's --heartbeat-interval: an open stream with nothing to send sends
+a heartbeat this soon, so every WatchEvents has an answer to give at once."""
+ANSWER_WITHIN = 0.25
+"""A WatchEvents' first message or its status must come this soon (the heartbeat is due
+after HEARTBEAT; the rest is room for a shared machine)."""
+
+
+async def call(channel: grpc.aio.Channel, method: Any, request: bytes) -> grpc.StatusCode | str:
     path = f"/{SERVICE.full_name}/{method.name}"
     try:
         if method.server_streaming:
             stream = channel.unary_stream(path)(request, timeout=5)
             try:
-                await asyncio.wait_for(stream.read(), 0.2)  # an open stream is an answer
+                await asyncio.wait_for(stream.read(), ANSWER_WITHIN)
             except TimeoutError:
-                return grpc.StatusCode.OK
+                return LATE  # neither a refusal nor an open stream's heartbeat
             finally:
                 stream.cancel()
         else:
@@ -124,14 +137,23 @@ def resident_bytes() -> int:
         return int(statm.read().split()[1]) * os.sysconf("SC_PAGE_SIZE")
 
 
-async def test_fuzzed_requests_get_considered_answers(
-    server: Server, channel: grpc.aio.Channel, stub: Any
-) -> None:
+async def test_fuzzed_requests_get_considered_answers(own_database: str) -> None:
+    server = Server(Config(port=0, database_url=own_database, heartbeat_interval=HEARTBEAT))
+    await server.start()
+    try:
+        async with grpc.aio.insecure_channel(f"127.0.0.1:{server.port}") as channel:
+            await fuzz(channel, service_pb2_grpc.CustomerManagementServiceStub(channel))
+    finally:
+        await server.stop(grace=1)
+
+
+async def fuzz(channel: grpc.aio.Channel, stub: Any) -> None:
     made = await stub.CreateCustomer(pb.CreateCustomerRequest(customer=Customer(name="seed")))
     seeds = valid_requests(made.id)
     methods = list(SERVICE.methods)
     rng = random.Random(629)
-    answers: dict[grpc.StatusCode, int] = {}
+    answers: dict[grpc.StatusCode | str, int] = {}
+    watches: dict[grpc.StatusCode | str, int] = {}
     sizes = []
     for _half in range(2):
         for _ in range(CASES // 2):
@@ -140,9 +162,13 @@ async def test_fuzzed_requests_get_considered_answers(
             code = await call(channel, method, request)
             assert code in CONSIDERED, (method.name, request, code)
             answers[code] = answers.get(code, 0) + 1
+            if method.name == "WatchEvents":
+                watches[code] = watches.get(code, 0) + 1
         sizes.append(resident_bytes())
     assert answers[grpc.StatusCode.INVALID_ARGUMENT] > CASES // 10
     assert answers[grpc.StatusCode.OK] > CASES // 20  # mutations that still made sense
+    # Streams were both opened and refused, each within ANSWER_WITHIN (LATE is no answer).
+    assert watches.get(grpc.StatusCode.OK, 0) > 0 and watches.get(INVALID, 0) > 0, watches
     health = await stub.GetCustomer(pb.GetCustomerRequest(id=made.id))
     assert health.name == "seed"  # still up and answering
     # The second half of the run grew the process by less than 20 MB (first-half growth

@@ -33,12 +33,15 @@ class Hook:
 
     def __init__(self) -> None:
         self.received: list[dict[str, Any]] = []
+        self.attempts: list[float] = []
+        """When each POST arrived (the event loop's clock), refused or taken."""
         self.refused = 0
         self.refuse = 0
         self._runner: web.AppRunner | None = None
         self.url = ""
 
     async def _take(self, request: web.Request) -> web.Response:
+        self.attempts.append(asyncio.get_running_loop().time())
         assert request.content_type == "application/json"
         body = await request.json()
         if self.refused < self.refuse:
@@ -219,6 +222,27 @@ async def test_failed_deliveries_are_retried_in_order_and_a_failing_listener_is_
         assert "lastDeliveryTime" in state
     finally:
         await healthy.stop()
+
+
+async def test_redelivery_waits_twice_as_long_after_each_failure(
+    server: Server, hook: Hook, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """A failed POST is retried after FIRST_BACKOFF, then twice that, and so on (each
+    wait jittered by +-20%, rest/delivery.py). The first wait is made short here so that
+    five failures take about 1.5 s."""
+    first = 0.1
+    monkeypatch.setattr(delivery, "FIRST_BACKOFF", first)
+    slack = 0.25  # the POST, recording the failure and a loaded machine, on top of a wait
+    failures = 5
+    hook.refuse = failures
+    await call(server.http_port, "POST", "/hub", {"callback": hook.url})
+    await created(server.http_port, "customer", {"name": "retried"})
+    assert [n["event"]["customer"]["name"] for n in await hook.wait_for(1)] == ["retried"]
+    assert len(hook.attempts) == failures + 1
+    gaps = [b - a for a, b in zip(hook.attempts, hook.attempts[1:], strict=False)]
+    for n, gap in enumerate(gaps):
+        wait = first * 2**n
+        assert 0.8 * wait <= gap <= 1.2 * wait + slack, (n, [round(g, 3) for g in gaps])
 
 
 @pytest.fixture(params=["sqlite", "postgresql"])

@@ -2,8 +2,13 @@
 
 from __future__ import annotations
 
+import json
+
 import grpc
 
+from customer_management.cli.bulk_import import importer
+from customer_management.domain.importing import Report
+from customer_management.domain.listing import DEFAULT_PAGE_SIZE, MAX_PAGE_SIZE
 from helpers import fails
 from tmf629.v1 import service_pb2 as pb
 from tmf629.v1.customer_pb2 import Customer
@@ -78,10 +83,29 @@ async def test_bad_list_requests_are_invalid(stub) -> None:
         assert info["fields"] == [field], request
 
 
-async def test_page_size_is_capped(stub) -> None:
-    await make(stub, 2)
-    page = await stub.ListCustomers(pb.ListCustomersRequest(page_size=100000))
-    assert len(page.customers) == 2 and not page.next_page_token
+async def test_page_size_is_capped(stub, server) -> None:
+    """More rows than MAX_PAGE_SIZE, asked for with a bigger page_size: one full page of
+    MAX_PAGE_SIZE and a token for the rest. The rows are loaded by the bulk importer (the
+    path `customer-management import` takes, one transaction), the listing is gRPC."""
+    assert MAX_PAGE_SIZE == 1000  # as documented
+    total = MAX_PAGE_SIZE + 5
+    lines = [
+        (n, json.dumps({"@type": "Customer", "name": f"bulk{n:04}"})) for n in range(1, total + 1)
+    ]
+    report = Report()
+    await importer(server.config, server.database).load(lines, report)
+    assert (report.loaded["customer"], report.rejected) == (total, [])
+    page = await stub.ListCustomers(pb.ListCustomersRequest(page_size=MAX_PAGE_SIZE * 10))
+    assert (len(page.customers), bool(page.next_page_token)) == (MAX_PAGE_SIZE, True)
+    rest = await stub.ListCustomers(
+        pb.ListCustomersRequest(page_size=MAX_PAGE_SIZE * 10, page_token=page.next_page_token)
+    )
+    assert (len(rest.customers), rest.next_page_token) == (total - MAX_PAGE_SIZE, "")
+    names = {c.name for c in [*page.customers, *rest.customers]}
+    assert names == {f"bulk{n:04}" for n in range(1, total + 1)}
+    # Unset asks for the default page, which is smaller than the cap.
+    default = await stub.ListCustomers(pb.ListCustomersRequest())
+    assert len(default.customers) == DEFAULT_PAGE_SIZE < MAX_PAGE_SIZE
 
 
 async def test_quoted_values_may_hold_and_and_the_keyword_is_case_blind(stub) -> None:

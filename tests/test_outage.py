@@ -55,7 +55,12 @@ class Seen:
     health: list[tuple[float, int]] = field(default_factory=list)
     watched: dict[str, list[tuple[int, str]]] = field(default_factory=dict)
     """By watcher, (event id, resource id) of each create it received."""
-    resumes: dict[str, int] = field(default_factory=dict)
+    opened: dict[str, list[float]] = field(default_factory=dict)
+    """By watcher, when it opened each of its streams."""
+    ends: dict[str, list[tuple[float, str]]] = field(default_factory=dict)
+    """By watcher, when each of its streams ended and how: "left" (it cancelled on
+    purpose), "UNAVAILABLE" (the server refused or ended it) or "ended" (the server
+    closed it without an error)."""
 
 
 @pytest.fixture
@@ -113,11 +118,13 @@ async def watch(
     set by its first response (a heartbeat): from then on it has a position."""
     token = ""
     watched = seen.watched.setdefault(name, [])
-    seen.resumes[name] = 0
+    opened = seen.opened.setdefault(name, [])
+    ends = seen.ends.setdefault(name, [])
     async with grpc.aio.insecure_channel(address) as channel:
         service = stub(channel)
         while True:
             call = service.WatchEvents(WatchEventsRequest(resume_token=token))
+            opened.append(time.monotonic())
             left: list[bool] = []
             if restart_every:
                 asyncio.get_running_loop().call_later(
@@ -130,13 +137,15 @@ async def watch(
                     event = response.event
                     if event.event_type == EventType.EVENT_TYPE_CUSTOMER_CREATE_NOTIFICATION:
                         watched.append((int(event.event_id), event.event.customer.id))
+                ends.append((time.monotonic(), "ended"))
             except grpc.aio.AioRpcError as error:
+                ends.append((time.monotonic(), error.code().name))
                 assert error.code() == grpc.StatusCode.UNAVAILABLE, error
                 await asyncio.sleep(0.2)
             except asyncio.CancelledError:
                 if not left:  # the test is over, not a restart
                     raise
-            seen.resumes[name] += 1
+                ends.append((time.monotonic(), "left"))
 
 
 async def follow_health(address: str, seen: Seen) -> None:
@@ -226,7 +235,22 @@ async def test_a_database_outage_fails_fast_and_heals_itself(
                 await asyncio.sleep(0.1)
             order = [seq for seq, _ in watched]
             assert order == sorted(set(order)), f"{name}: events out of order or repeated"
-        assert seen.resumes["restarting"] > OUTAGE / 0.7  # it resumed during the outage too
+        # The watcher left open kept its one stream, opened before the outage, through
+        # it: nothing ended it, and every create above reached it on that stream.
+        assert not any(task.done() for task in tasks[:2]), [t for t in tasks[:2] if t.done()]
+        assert len(seen.opened["steady"]) == 1 and seen.opened["steady"][0] < cut
+        assert seen.ends["steady"] == [], [(t - cut, how) for t, how in seen.ends["steady"]]
+        # The one leaving and resuming was refused (UNAVAILABLE) because of the outage:
+        # never before it, again and again during it, and no longer once healed.
+        ends = seen.ends["restarting"]
+        refused = [t - cut for t, how in ends if how == "UNAVAILABLE"]
+        assert {how for _, how in ends} <= {"left", "UNAVAILABLE"}, ends
+        assert refused, f"no resume was refused: {[(t - cut, how) for t, how in ends]}"
+        assert min(refused) > 0, f"refused before the outage: {refused}"
+        assert len([t for t in refused if t < back - cut]) >= 3, refused
+        assert max(refused) < healed + 1.0 - cut, f"refused after healing: {refused}"
+        assert any(how == "left" and t < cut for t, how in ends)  # it did leave before
+        assert any(how == "left" and t > healed for t, how in ends)  # and after
         engine = create_engine(postgres_url)
         try:
             with engine.connect() as connection:

@@ -229,18 +229,29 @@ async def test_if_match_guards_patch_and_delete(rest: Rest) -> None:
 
 
 async def test_concurrent_patches_without_if_match_all_land(rest: Rest) -> None:
-    """A patch without If-Match merges into whatever version it finds: none is lost."""
+    """A patch without If-Match merges into whatever version it finds: none is lost.
+    The etag is the resource's version, 1 at its create and one more at each write that
+    changes it; every patch here sets a description no other sets, so each is a change."""
+    patches = 8
     created = await rest.create("customer", {"name": "Ann"})
+    assert created["etag"] == "1"
     path = f"/customer/{created['id']}"
     results = await asyncio.gather(
         *(
             rest.call("PATCH", path, {"characteristic": None, "description": f"d{i}"})
-            for i in range(8)
+            for i in range(patches)
         )
     )
-    assert all(status == 200 for status, _, _ in results)
-    _, _, final = await rest.call("GET", path)
-    assert int(final["etag"]) == 1 + len({body["etag"] for _, _, body in results})
+    assert [status for status, _, _ in results] == [200] * patches
+    etags = [body["etag"] for _, _, body in results]
+    # Each patch wrote a version of its own: versions 2 to 9, each answered once.
+    assert sorted(etags, key=int) == [str(v) for v in range(2, 2 + patches)], etags
+    assert [headers["ETag"] for _, headers, _ in results] == [f'"{e}"' for e in etags]
+    _, headers, final = await rest.call("GET", path)
+    assert final["etag"] == str(1 + patches) and headers["ETag"] == f'"{1 + patches}"'
+    # The last version holds the description of the patch that wrote it.
+    last = next(body for _, _, body in results if body["etag"] == str(1 + patches))
+    assert final["description"] == last["description"]
 
 
 async def test_conflicts_and_references(rest: Rest) -> None:
