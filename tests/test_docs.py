@@ -45,3 +45,19 @@ def test_every_relative_link_resolves(page: Path) -> None:
         ):
             broken.append(target)
     assert not broken, f"{page.name}: {broken}"
+
+
+def test_every_test_the_docs_name_exists() -> None:
+    """The Guarantees table and the docs name the test that holds each promise."""
+    named = {
+        ref
+        for page in PAGES
+        for ref in re.findall(r"tests/(test_\w+\.py)::(\w+)", page.read_text())
+    }
+    assert len(named) > 10
+    missing = [
+        f"{file}::{name}"
+        for file, name in sorted(named)
+        if not re.search(rf"def {name}\b", (ROOT / "tests" / file).read_text())
+    ]
+    assert not missing
