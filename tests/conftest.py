@@ -2,9 +2,13 @@
 
 from __future__ import annotations
 
+import asyncio
+import gc
 import os
+import sys
+import threading
 import uuid
-from collections.abc import AsyncIterator, Iterator
+from collections.abc import AsyncIterator, Generator, Iterator
 from pathlib import Path
 
 import grpc
@@ -22,6 +26,31 @@ POSTGRES_ADMIN_URL = os.environ.get(
     "CM_TEST_POSTGRES_URL", "postgresql://postgres@127.0.0.1:5432/test"
 )
 IN_CI = os.environ.get("CI", "").lower() == "true"
+HANG_REPORT_AFTER = float(os.environ.get("CM_TEST_HANG_REPORT", "600"))
+"""Seconds after which a test still running prints its asyncio tasks' stacks (where each
+awaits), before pytest-timeout fails it and prints only the threads' stacks."""
+
+
+@pytest.hookimpl(hookwrapper=True)
+def pytest_runtest_call(item: pytest.Item) -> Generator[None]:
+    timer = threading.Timer(HANG_REPORT_AFTER, _print_tasks, args=(item.nodeid,))
+    timer.daemon = True
+    timer.start()
+    try:
+        yield
+    finally:
+        timer.cancel()
+
+
+def _print_tasks(nodeid: str) -> None:
+    """Every task of every running event loop, with the line each awaits at. Read from
+    another thread while the loop waits in select: good enough to find a hang."""
+    loops = [o for o in gc.get_objects() if isinstance(o, asyncio.AbstractEventLoop)]
+    print(f"\n{nodeid} still runs after {HANG_REPORT_AFTER:g} s; its tasks:", file=sys.stderr)
+    for loop in loops:
+        if loop.is_running():
+            for task in list(asyncio.all_tasks(loop)):
+                task.print_stack(limit=12, file=sys.stderr)
 
 
 def postgres_database() -> Iterator[str]:
