@@ -442,6 +442,11 @@ async def test_bearer_tokens_and_scopes(tmp_path: Path, scopes: list[str]) -> No
             auth = {"Authorization": "Bearer t0k"}
             status, _, _ = await rest.call("GET", "/customer", headers=auth)
             assert status == (200 if "read" in scopes else 403)
+            # A path no route takes is answered only to a caller who may read (GET) there.
+            status, _, _ = await rest.call("GET", "/nowhere")
+            assert status == 401
+            status, _, _ = await rest.call("GET", "/nowhere", headers=auth)
+            assert status == (404 if "read" in scopes else 403)
             status, _, created = await rest.call("POST", "/customer", {"name": "A"}, headers=auth)
             assert status == (201 if "write" in scopes else 403)
             if status == 201:

@@ -48,6 +48,7 @@ RESERVED = frozenset({"fields", "offset", "limit", "sort"})
 MERGE_PATCH = "application/merge-patch+json"
 PATCH_RETRIES = 20
 """Read-merge-write rounds a PATCH without If-Match makes when others write in between."""
+OPENAPI_PATH = f"{BASE_PATH}/openapi.json"
 _KINDS = {collection: kind for kind, collection in COLLECTIONS.items()}
 _RELABEL = {
     "read_mask": "fields",
@@ -92,7 +93,7 @@ class Gateway:
         self._route("POST", f"{BASE_PATH}/hub", self.register, "WatchEvents")
         self._route("GET", f"{BASE_PATH}/hub/{{id}}", self.listener, "WatchEvents")
         self._route("DELETE", f"{BASE_PATH}/hub/{{id}}", self.unregister, "WatchEvents")
-        self._route("GET", f"{BASE_PATH}/openapi.json", self.openapi, None)  # open to all
+        self._route("GET", OPENAPI_PATH, self.openapi, None)
 
     def _route(self, verb: str, path: str, handler: Handler, method: str | None) -> None:
         route = self.app.router.add_route(verb, path, handler)
@@ -150,8 +151,10 @@ class Gateway:
         answered as TMF error JSON."""
         try:
             method = self._methods.get(request.match_info.route)
-            if method is None:  # the OpenAPI document, or no such route (404, 405)
-                return await handler(request)
+            if method is None:
+                if request.path == OPENAPI_PATH:  # open to all
+                    return await handler(request)
+                method = _unrouted(request)
             credentials = Credentials(
                 request.headers.get("Authorization", ""), _certificate_subject(request)
             )
@@ -424,3 +427,12 @@ def _dumps(document: Any) -> str:
 
 def _no_content() -> web.Response:
     return web.Response(status=204, content_type="application/json")
+
+
+def _unrouted(request: web.Request) -> Method:
+    """The method a request no route takes (its answer is 404 or 405) is taken for, so
+    that only a caller who may call it learns that much: a hub path's WatchEvents, else
+    a read for GET and a write for anything else."""
+    if request.path.startswith(f"{BASE_PATH}/hub"):
+        return METHODS["WatchEvents"]
+    return METHODS["GetCustomer" if request.method == "GET" else "UpdateCustomer"]
