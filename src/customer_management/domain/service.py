@@ -53,8 +53,6 @@ from customer_management.store.mapping import Children
 from customer_management.store.resources import Stored
 from customer_management.store.units import Run
 
-__all__ = ["Page", "ResourceService", "Settings", "require_id"]
-
 _ALL = FieldMask()
 MAX_RESOURCE_BYTES = 512 * 1024
 MAX_PAGE_BYTES = 3 * 1024 * 1024
