@@ -26,7 +26,11 @@ from sqlalchemy import text
 from test_hub import Hook, call, gateway_config
 
 from conftest import postgres_database
-from customer_management.changes.retention import forget_old_events, forget_old_request_ids
+from customer_management.changes.retention import (
+    forget_old_events,
+    forget_old_history,
+    forget_old_request_ids,
+)
 from customer_management.domain.importing import Importer, Report
 from customer_management.server import Server
 from customer_management.store import outbox
@@ -159,6 +163,8 @@ async def exercise(server: Server, stub: Any, hook: Hook) -> None:
     def count(table: str) -> Any:
         return lambda session: session.execute(text(f"SELECT count(*) FROM {table}")).scalar()
 
+    changes = await server.database.read(count("resource_change"))
+
     # Hub listeners: registered, claimed, delivered to, failing, released, removed.
     status, _ = await call(port, "POST", "/hub", {"callback": hook.url})
     assert status == 201
@@ -207,6 +213,8 @@ async def exercise(server: Server, stub: Any, hook: Hook) -> None:
     await asyncio.sleep(0.5)
     assert len(hook.received) == 5
     assert len({note["eventId"] for note in notes}) == 5
+    # One history entry per change too, written in the same transaction.
+    assert await server.database.read(count("resource_change")) == changes + 5
 
     # The refused listener's failures are counted once each.
     deadline = asyncio.get_running_loop().time() + 20
@@ -223,3 +231,4 @@ async def exercise(server: Server, stub: Any, hook: Hook) -> None:
     # Retention: nothing is old enough to go.
     assert await forget_old_request_ids(server.database, timedelta(days=1)) == 0
     assert await forget_old_events(server.database, timedelta(days=1)) == 0
+    assert await forget_old_history(server.database, timedelta(days=1)) == 0

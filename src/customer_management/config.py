@@ -47,6 +47,8 @@ class Config:
     migrate: bool = True
     request_id_retention_hours: float = 168.0
     event_retention_hours: float = 168.0
+    history: bool = True
+    history_retention_hours: float = 0.0
     heartbeat_interval: float = 30.0
     max_watchers: int = 1000
     max_streams_per_connection: int = 1000
@@ -60,7 +62,7 @@ class Config:
         from customer_management.domain.settings import Settings
 
         previous = tuple(p.encode() for p in self.pin_previous_peppers.split(",") if p)
-        return Settings(self.href_base(port), self.pin_pepper.encode(), previous)
+        return Settings(self.href_base(port), self.pin_pepper.encode(), previous, self.history)
 
     def href_base(self, port: int) -> str:
         """The base of every href; by default this server's own address, as bound."""
@@ -214,6 +216,18 @@ OPTIONS: list[tuple[str, str, Callable[[str], Any], str]] = [
         "CM_EVENT_RETENTION_HOURS",
         float,
         "how long events stay resumable in WatchEvents",
+    ),
+    (
+        "history",
+        "CM_HISTORY",
+        boolean,
+        "keep the field-level history of every change (ListChanges); false: keep none",
+    ),
+    (
+        "history_retention_hours",
+        "CM_HISTORY_RETENTION_HOURS",
+        float,
+        "how long field-level history entries are kept; 0: forever",
     ),
     (
         "heartbeat_interval",

@@ -22,12 +22,18 @@ from customer_management.api.servicer import CustomerManagementServicer
 from customer_management.changes.broker import Broker
 from customer_management.changes.delivery import Dispatcher
 from customer_management.changes.hubs import Hubs
-from customer_management.changes.retention import forget_old_events, forget_old_request_ids
+from customer_management.changes.retention import (
+    forget_old_events,
+    forget_old_history,
+    forget_old_request_ids,
+)
 from customer_management.changes.watching import Watching
 from customer_management.config import Config
 from customer_management.domain.cache import Decode, ResourceCache
+from customer_management.domain.credit_categories import CreditCategoryKind
 from customer_management.domain.customer_accounts import CustomerAccountKind
 from customer_management.domain.customers import CustomerKind
+from customer_management.domain.history import History
 from customer_management.domain.payment_means import PaymentMeanKind
 from customer_management.domain.pin_checks import PinChecks
 from customer_management.domain.service import ResourceService
@@ -275,18 +281,26 @@ class Server:
         payment_means = ResourceService(
             PaymentMeanKind(self.config.card_key.encode()), self.database, settings, cache
         )
-        for service in (customers, accounts, payment_means):
+        credit_categories = ResourceService(CreditCategoryKind(), self.database, settings, cache)
+        every = (customers, accounts, payment_means, credit_categories)
+        for service in every:
             self.decoders[service.kind.kind] = service.outputs.decode
-        watching = Watching(self.database, self.broker, [customers, accounts, payment_means])
+        watching = Watching(self.database, self.broker, list(every))
         pin_checks = PinChecks(accounts, timedelta(minutes=self.config.pin_lock_minutes))
         servicer = CustomerManagementServicer(
-            customers, accounts, payment_means, watching, pin_checks
+            customers,
+            accounts,
+            payment_means,
+            credit_categories,
+            watching,
+            pin_checks,
+            History(self.database, [service.kind for service in every]),
         )
         registry = self.wrapper.registry(self.grpc)
         registry.add_service(SERVICE, servicer)
         if self.gateway_enabled:
             hubs = Hubs(self.database, watching, self.config.hub_allowed_hosts.split(","))
-            services = {s.kind.kind: s for s in (customers, accounts, payment_means)}
+            services = {s.kind.kind: s for s in every}
             self.gateway = Gateway(
                 services, hubs, self.callers, self._ssl_context(), self.config.grace_period
             )
@@ -347,6 +361,13 @@ class Server:
                 pruned = await forget_old_events(self.database, event_retention)
                 if pruned:
                     log.info("pruned %d events older than %s", pruned, event_retention)
+                if self.config.history_retention_hours > 0:
+                    history_retention = timedelta(hours=self.config.history_retention_hours)
+                    dropped = await forget_old_history(self.database, history_retention)
+                    if dropped:
+                        log.info(
+                            "dropped %d history entries older than %s", dropped, history_retention
+                        )
             except Exception:
                 log.exception("housekeeping failed; trying again later")
             await asyncio.sleep(HOUSEKEEPING_INTERVAL)

@@ -322,3 +322,37 @@ class PaymentMeanRef(_message.Message):
     def WhichOneof(self, oneof_group: _Never) -> None: ...
 
 Global___PaymentMeanRef: _TypeAlias = PaymentMeanRef  # noqa: Y015
+
+@_typing.final
+class CreditCategoryRef(_message.Message):
+    """Reference to a CreditCategory, by its code. An extension beyond TMF629."""
+
+    DESCRIPTOR: _descriptor.Descriptor
+
+    CODE_FIELD_NUMBER: _builtins.int
+    ID_FIELD_NUMBER: _builtins.int
+    HREF_FIELD_NUMBER: _builtins.int
+    DESCRIPTION_FIELD_NUMBER: _builtins.int
+    code: _builtins.str
+    """Code of the credit category; must name an existing CreditCategory."""
+    id: _builtins.str
+    """Identifier of the credit category."""
+    href: _builtins.str
+    """Reference of the credit category."""
+    description: _builtins.str
+    """Description of the credit category."""
+    def __init__(
+        self,
+        *,
+        code: _builtins.str = ...,
+        id: _builtins.str = ...,
+        href: _builtins.str = ...,
+        description: _builtins.str = ...,
+    ) -> None: ...
+    _HasFieldArgType: _TypeAlias = _Never  # noqa: Y015
+    def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["code", b"code", "description", b"description", "href", b"href", "id", b"id"]  # noqa: Y015
+    def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
+    def WhichOneof(self, oneof_group: _Never) -> None: ...
+
+Global___CreditCategoryRef: _TypeAlias = CreditCategoryRef  # noqa: Y015

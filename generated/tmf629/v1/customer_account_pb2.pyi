@@ -51,6 +51,7 @@ class CustomerAccount(_message.Message):
     PIN_SET_FIELD_NUMBER: _builtins.int
     CREATED_BY_FIELD_NUMBER: _builtins.int
     UPDATED_BY_FIELD_NUMBER: _builtins.int
+    CREDIT_CATEGORY_FIELD_NUMBER: _builtins.int
     id: _builtins.str
     """Unique identifier of the customer account, assigned by the server."""
     href: _builtins.str
@@ -115,6 +116,12 @@ class CustomerAccount(_message.Message):
     def create_time(self) -> _timestamp_pb2.Timestamp:
         """When the account was created."""
 
+    @_builtins.property
+    def credit_category(self) -> _common_pb2.CreditCategoryRef:
+        """The account's credit category, named by its code; must name an existing
+        CreditCategory. An extension beyond TMF629.
+        """
+
     def __init__(
         self,
         *,
@@ -140,10 +147,11 @@ class CustomerAccount(_message.Message):
         pin_set: _builtins.bool = ...,
         created_by: _builtins.str = ...,
         updated_by: _builtins.str = ...,
+        credit_category: _common_pb2.CreditCategoryRef | None = ...,
     ) -> None: ...
-    _HasFieldArgType: _TypeAlias = _typing.Literal["_credit_limit", b"_credit_limit", "_receivable_balance", b"_receivable_balance", "create_time", b"create_time", "credit_limit", b"credit_limit", "customer", b"customer", "last_modified", b"last_modified", "receivable_balance", b"receivable_balance"]  # noqa: Y015
+    _HasFieldArgType: _TypeAlias = _typing.Literal["_credit_limit", b"_credit_limit", "_receivable_balance", b"_receivable_balance", "create_time", b"create_time", "credit_category", b"credit_category", "credit_limit", b"credit_limit", "customer", b"customer", "last_modified", b"last_modified", "receivable_balance", b"receivable_balance"]  # noqa: Y015
     def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
-    _ClearFieldArgType: _TypeAlias = _typing.Literal["_credit_limit", b"_credit_limit", "_receivable_balance", b"_receivable_balance", "account_type", b"account_type", "contact", b"contact", "create_time", b"create_time", "created_by", b"created_by", "credit_limit", b"credit_limit", "customer", b"customer", "customer_account_balance", b"customer_account_balance", "customer_account_relationship", b"customer_account_relationship", "customer_account_tax_exemption", b"customer_account_tax_exemption", "description", b"description", "etag", b"etag", "external_reference", b"external_reference", "href", b"href", "id", b"id", "last_modified", b"last_modified", "name", b"name", "payment_plan", b"payment_plan", "pin", b"pin", "pin_set", b"pin_set", "receivable_balance", b"receivable_balance", "status", b"status", "updated_by", b"updated_by"]  # noqa: Y015
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["_credit_limit", b"_credit_limit", "_receivable_balance", b"_receivable_balance", "account_type", b"account_type", "contact", b"contact", "create_time", b"create_time", "created_by", b"created_by", "credit_category", b"credit_category", "credit_limit", b"credit_limit", "customer", b"customer", "customer_account_balance", b"customer_account_balance", "customer_account_relationship", b"customer_account_relationship", "customer_account_tax_exemption", b"customer_account_tax_exemption", "description", b"description", "etag", b"etag", "external_reference", b"external_reference", "href", b"href", "id", b"id", "last_modified", b"last_modified", "name", b"name", "payment_plan", b"payment_plan", "pin", b"pin", "pin_set", b"pin_set", "receivable_balance", b"receivable_balance", "status", b"status", "updated_by", b"updated_by"]  # noqa: Y015
     def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
     _WhichOneofReturnType__credit_limit: _TypeAlias = _typing.Literal["credit_limit"]  # noqa: Y015
     _WhichOneofArgType__credit_limit: _TypeAlias = _typing.Literal["_credit_limit", b"_credit_limit"]  # noqa: Y015

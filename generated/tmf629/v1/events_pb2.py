@@ -25,12 +25,13 @@ _sym_db = _symbol_database.Default()
 from google.api import field_behavior_pb2 as google_dot_api_dot_field__behavior__pb2
 from google.protobuf import field_mask_pb2 as google_dot_protobuf_dot_field__mask__pb2
 from google.protobuf import timestamp_pb2 as google_dot_protobuf_dot_timestamp__pb2
+from tmf629.v1 import credit_category_pb2 as tmf629_dot_v1_dot_credit__category__pb2
 from tmf629.v1 import customer_pb2 as tmf629_dot_v1_dot_customer__pb2
 from tmf629.v1 import customer_account_pb2 as tmf629_dot_v1_dot_customer__account__pb2
 from tmf629.v1 import payment_mean_pb2 as tmf629_dot_v1_dot_payment__mean__pb2
 
 
-DESCRIPTOR = _descriptor_pool.Default().AddSerializedFile(b'\n\x16tmf629/v1/events.proto\x12\ttmf629.v1\x1a\x1fgoogle/api/field_behavior.proto\x1a google/protobuf/field_mask.proto\x1a\x1fgoogle/protobuf/timestamp.proto\x1a\x18tmf629/v1/customer.proto\x1a tmf629/v1/customer_account.proto\x1a\x1ctmf629/v1/payment_mean.proto\"\xab\x01\n\x0c\x45ventPayload\x12\'\n\x08\x63ustomer\x18\x01 \x01(\x0b\x32\x13.tmf629.v1.CustomerH\x00\x12\x36\n\x10\x63ustomer_account\x18\x02 \x01(\x0b\x32\x1a.tmf629.v1.CustomerAccountH\x00\x12.\n\x0cpayment_mean\x18\x03 \x01(\x0b\x32\x16.tmf629.v1.PaymentMeanH\x00\x42\n\n\x08resource\"\xed\x01\n\x05\x45vent\x12\x16\n\x08\x65vent_id\x18\x01 \x01(\tB\x04\xe2\x41\x01\x03\x12\x34\n\nevent_time\x18\x02 \x01(\x0b\x32\x1a.google.protobuf.TimestampB\x04\xe2\x41\x01\x03\x12.\n\nevent_type\x18\x03 \x01(\x0e\x32\x14.tmf629.v1.EventTypeB\x04\xe2\x41\x01\x03\x12,\n\x05\x65vent\x18\x04 \x01(\x0b\x32\x17.tmf629.v1.EventPayloadB\x04\xe2\x41\x01\x03\x12\x38\n\x0e\x63hanged_fields\x18\x05 \x01(\x0b\x32\x1a.google.protobuf.FieldMaskB\x04\xe2\x41\x01\x03\"\x82\x01\n\x12WatchEventsRequest\x12)\n\x0b\x65vent_types\x18\x01 \x03(\x0e\x32\x14.tmf629.v1.EventType\x12\x14\n\x0cresource_ids\x18\x02 \x03(\t\x12\x14\n\x0cresume_token\x18\x03 \x01(\t\x12\x15\n\rinitial_state\x18\x04 \x01(\x08\"\x12\n\x10SnapshotComplete\"\x0b\n\tHeartbeat\"\xee\x01\n\x13WatchEventsResponse\x12\x1a\n\x0cresume_token\x18\x01 \x01(\tB\x04\xe2\x41\x01\x03\x12!\n\x05\x65vent\x18\x02 \x01(\x0b\x32\x10.tmf629.v1.EventH\x00\x12+\n\x08snapshot\x18\x03 \x01(\x0b\x32\x17.tmf629.v1.EventPayloadH\x00\x12\x38\n\x11snapshot_complete\x18\x04 \x01(\x0b\x32\x1b.tmf629.v1.SnapshotCompleteH\x00\x12)\n\theartbeat\x18\x05 \x01(\x0b\x32\x14.tmf629.v1.HeartbeatH\x00\x42\x06\n\x04kind*\xe0\x03\n\tEventType\x12\x1a\n\x16\x45VENT_TYPE_UNSPECIFIED\x10\x00\x12+\n\'EVENT_TYPE_CUSTOMER_CREATE_NOTIFICATION\x10\x01\x12+\n\'EVENT_TYPE_CUSTOMER_UPDATE_NOTIFICATION\x10\x02\x12+\n\'EVENT_TYPE_CUSTOMER_DELETE_NOTIFICATION\x10\x03\x12\x33\n/EVENT_TYPE_CUSTOMER_ACCOUNT_CREATE_NOTIFICATION\x10\x04\x12\x33\n/EVENT_TYPE_CUSTOMER_ACCOUNT_UPDATE_NOTIFICATION\x10\x05\x12\x33\n/EVENT_TYPE_CUSTOMER_ACCOUNT_DELETE_NOTIFICATION\x10\x06\x12/\n+EVENT_TYPE_PAYMENT_MEAN_CREATE_NOTIFICATION\x10\x07\x12/\n+EVENT_TYPE_PAYMENT_MEAN_UPDATE_NOTIFICATION\x10\x08\x12/\n+EVENT_TYPE_PAYMENT_MEAN_DELETE_NOTIFICATION\x10\tb\x06proto3')
+DESCRIPTOR = _descriptor_pool.Default().AddSerializedFile(b'\n\x16tmf629/v1/events.proto\x12\ttmf629.v1\x1a\x1fgoogle/api/field_behavior.proto\x1a google/protobuf/field_mask.proto\x1a\x1fgoogle/protobuf/timestamp.proto\x1a\x1ftmf629/v1/credit_category.proto\x1a\x18tmf629/v1/customer.proto\x1a tmf629/v1/customer_account.proto\x1a\x1ctmf629/v1/payment_mean.proto\"\xe1\x01\n\x0c\x45ventPayload\x12\'\n\x08\x63ustomer\x18\x01 \x01(\x0b\x32\x13.tmf629.v1.CustomerH\x00\x12\x36\n\x10\x63ustomer_account\x18\x02 \x01(\x0b\x32\x1a.tmf629.v1.CustomerAccountH\x00\x12.\n\x0cpayment_mean\x18\x03 \x01(\x0b\x32\x16.tmf629.v1.PaymentMeanH\x00\x12\x34\n\x0f\x63redit_category\x18\x04 \x01(\x0b\x32\x19.tmf629.v1.CreditCategoryH\x00\x42\n\n\x08resource\"\xed\x01\n\x05\x45vent\x12\x16\n\x08\x65vent_id\x18\x01 \x01(\tB\x04\xe2\x41\x01\x03\x12\x34\n\nevent_time\x18\x02 \x01(\x0b\x32\x1a.google.protobuf.TimestampB\x04\xe2\x41\x01\x03\x12.\n\nevent_type\x18\x03 \x01(\x0e\x32\x14.tmf629.v1.EventTypeB\x04\xe2\x41\x01\x03\x12,\n\x05\x65vent\x18\x04 \x01(\x0b\x32\x17.tmf629.v1.EventPayloadB\x04\xe2\x41\x01\x03\x12\x38\n\x0e\x63hanged_fields\x18\x05 \x01(\x0b\x32\x1a.google.protobuf.FieldMaskB\x04\xe2\x41\x01\x03\"\x82\x01\n\x12WatchEventsRequest\x12)\n\x0b\x65vent_types\x18\x01 \x03(\x0e\x32\x14.tmf629.v1.EventType\x12\x14\n\x0cresource_ids\x18\x02 \x03(\t\x12\x14\n\x0cresume_token\x18\x03 \x01(\t\x12\x15\n\rinitial_state\x18\x04 \x01(\x08\"\x12\n\x10SnapshotComplete\"\x0b\n\tHeartbeat\"\xee\x01\n\x13WatchEventsResponse\x12\x1a\n\x0cresume_token\x18\x01 \x01(\tB\x04\xe2\x41\x01\x03\x12!\n\x05\x65vent\x18\x02 \x01(\x0b\x32\x10.tmf629.v1.EventH\x00\x12+\n\x08snapshot\x18\x03 \x01(\x0b\x32\x17.tmf629.v1.EventPayloadH\x00\x12\x38\n\x11snapshot_complete\x18\x04 \x01(\x0b\x32\x1b.tmf629.v1.SnapshotCompleteH\x00\x12)\n\theartbeat\x18\x05 \x01(\x0b\x32\x14.tmf629.v1.HeartbeatH\x00\x42\x06\n\x04kind*\xfc\x04\n\tEventType\x12\x1a\n\x16\x45VENT_TYPE_UNSPECIFIED\x10\x00\x12+\n\'EVENT_TYPE_CUSTOMER_CREATE_NOTIFICATION\x10\x01\x12+\n\'EVENT_TYPE_CUSTOMER_UPDATE_NOTIFICATION\x10\x02\x12+\n\'EVENT_TYPE_CUSTOMER_DELETE_NOTIFICATION\x10\x03\x12\x33\n/EVENT_TYPE_CUSTOMER_ACCOUNT_CREATE_NOTIFICATION\x10\x04\x12\x33\n/EVENT_TYPE_CUSTOMER_ACCOUNT_UPDATE_NOTIFICATION\x10\x05\x12\x33\n/EVENT_TYPE_CUSTOMER_ACCOUNT_DELETE_NOTIFICATION\x10\x06\x12/\n+EVENT_TYPE_PAYMENT_MEAN_CREATE_NOTIFICATION\x10\x07\x12/\n+EVENT_TYPE_PAYMENT_MEAN_UPDATE_NOTIFICATION\x10\x08\x12/\n+EVENT_TYPE_PAYMENT_MEAN_DELETE_NOTIFICATION\x10\t\x12\x32\n.EVENT_TYPE_CREDIT_CATEGORY_CREATE_NOTIFICATION\x10\n\x12\x32\n.EVENT_TYPE_CREDIT_CATEGORY_UPDATE_NOTIFICATION\x10\x0b\x12\x32\n.EVENT_TYPE_CREDIT_CATEGORY_DELETE_NOTIFICATION\x10\x0c\x62\x06proto3')
 
 _globals = globals()
 _builder.BuildMessageAndEnumDescriptors(DESCRIPTOR, _globals)
@@ -49,18 +50,18 @@ if not _descriptor._USE_C_DESCRIPTORS:
   _globals['_EVENT'].fields_by_name['changed_fields']._serialized_options = b'\342A\001\003'
   _globals['_WATCHEVENTSRESPONSE'].fields_by_name['resume_token']._loaded_options = None
   _globals['_WATCHEVENTSRESPONSE'].fields_by_name['resume_token']._serialized_options = b'\342A\001\003'
-  _globals['_EVENTTYPE']._serialized_start=1049
-  _globals['_EVENTTYPE']._serialized_end=1529
-  _globals['_EVENTPAYLOAD']._serialized_start=228
-  _globals['_EVENTPAYLOAD']._serialized_end=399
-  _globals['_EVENT']._serialized_start=402
-  _globals['_EVENT']._serialized_end=639
-  _globals['_WATCHEVENTSREQUEST']._serialized_start=642
-  _globals['_WATCHEVENTSREQUEST']._serialized_end=772
-  _globals['_SNAPSHOTCOMPLETE']._serialized_start=774
-  _globals['_SNAPSHOTCOMPLETE']._serialized_end=792
-  _globals['_HEARTBEAT']._serialized_start=794
-  _globals['_HEARTBEAT']._serialized_end=805
-  _globals['_WATCHEVENTSRESPONSE']._serialized_start=808
-  _globals['_WATCHEVENTSRESPONSE']._serialized_end=1046
+  _globals['_EVENTTYPE']._serialized_start=1136
+  _globals['_EVENTTYPE']._serialized_end=1772
+  _globals['_EVENTPAYLOAD']._serialized_start=261
+  _globals['_EVENTPAYLOAD']._serialized_end=486
+  _globals['_EVENT']._serialized_start=489
+  _globals['_EVENT']._serialized_end=726
+  _globals['_WATCHEVENTSREQUEST']._serialized_start=729
+  _globals['_WATCHEVENTSREQUEST']._serialized_end=859
+  _globals['_SNAPSHOTCOMPLETE']._serialized_start=861
+  _globals['_SNAPSHOTCOMPLETE']._serialized_end=879
+  _globals['_HEARTBEAT']._serialized_start=881
+  _globals['_HEARTBEAT']._serialized_end=892
+  _globals['_WATCHEVENTSRESPONSE']._serialized_start=895
+  _globals['_WATCHEVENTSRESPONSE']._serialized_end=1133
 # @@protoc_insertion_point(module_scope)

@@ -10,6 +10,7 @@ from google.protobuf import message as _message
 from google.protobuf import timestamp_pb2 as _timestamp_pb2
 from google.protobuf.internal import containers as _containers
 from google.protobuf.internal import enum_type_wrapper as _enum_type_wrapper
+from tmf629.v1 import credit_category_pb2 as _credit_category_pb2
 from tmf629.v1 import customer_account_pb2 as _customer_account_pb2
 from tmf629.v1 import customer_pb2 as _customer_pb2
 from tmf629.v1 import payment_mean_pb2 as _payment_mean_pb2
@@ -50,10 +51,17 @@ class _EventTypeEnumTypeWrapper(_enum_type_wrapper._EnumTypeWrapper[_EventType.V
     """A PaymentMean changed."""
     EVENT_TYPE_PAYMENT_MEAN_DELETE_NOTIFICATION: _EventType.ValueType  # 9
     """A PaymentMean was deleted."""
+    EVENT_TYPE_CREDIT_CATEGORY_CREATE_NOTIFICATION: _EventType.ValueType  # 10
+    """A CreditCategory was created (an extension beyond TMF629)."""
+    EVENT_TYPE_CREDIT_CATEGORY_UPDATE_NOTIFICATION: _EventType.ValueType  # 11
+    """A CreditCategory changed (an extension beyond TMF629)."""
+    EVENT_TYPE_CREDIT_CATEGORY_DELETE_NOTIFICATION: _EventType.ValueType  # 12
+    """A CreditCategory was deleted (an extension beyond TMF629)."""
 
 class EventType(_EventType, metaclass=_EventTypeEnumTypeWrapper):
-    """The nine TMF629 notifications. TMF's names are these without the prefix, in
-    CamelCase (EVENT_TYPE_CUSTOMER_CREATE_NOTIFICATION is CustomerCreateNotification).
+    """The nine TMF629 notifications, then this service's extensions. TMF's names are
+    these without the prefix, in CamelCase (EVENT_TYPE_CUSTOMER_CREATE_NOTIFICATION
+    is CustomerCreateNotification).
     """
 
 EVENT_TYPE_UNSPECIFIED: EventType.ValueType  # 0
@@ -76,6 +84,12 @@ EVENT_TYPE_PAYMENT_MEAN_UPDATE_NOTIFICATION: EventType.ValueType  # 8
 """A PaymentMean changed."""
 EVENT_TYPE_PAYMENT_MEAN_DELETE_NOTIFICATION: EventType.ValueType  # 9
 """A PaymentMean was deleted."""
+EVENT_TYPE_CREDIT_CATEGORY_CREATE_NOTIFICATION: EventType.ValueType  # 10
+"""A CreditCategory was created (an extension beyond TMF629)."""
+EVENT_TYPE_CREDIT_CATEGORY_UPDATE_NOTIFICATION: EventType.ValueType  # 11
+"""A CreditCategory changed (an extension beyond TMF629)."""
+EVENT_TYPE_CREDIT_CATEGORY_DELETE_NOTIFICATION: EventType.ValueType  # 12
+"""A CreditCategory was deleted (an extension beyond TMF629)."""
 Global___EventType: _TypeAlias = EventType  # noqa: Y015
 
 @_typing.final
@@ -87,6 +101,7 @@ class EventPayload(_message.Message):
     CUSTOMER_FIELD_NUMBER: _builtins.int
     CUSTOMER_ACCOUNT_FIELD_NUMBER: _builtins.int
     PAYMENT_MEAN_FIELD_NUMBER: _builtins.int
+    CREDIT_CATEGORY_FIELD_NUMBER: _builtins.int
     @_builtins.property
     def customer(self) -> _customer_pb2.Customer:
         """The Customer after the change (for a delete, its last state)."""
@@ -99,18 +114,23 @@ class EventPayload(_message.Message):
     def payment_mean(self) -> _payment_mean_pb2.PaymentMean:
         """The PaymentMean after the change (for a delete, its last state)."""
 
+    @_builtins.property
+    def credit_category(self) -> _credit_category_pb2.CreditCategory:
+        """The CreditCategory after the change (for a delete, its last state)."""
+
     def __init__(
         self,
         *,
         customer: _customer_pb2.Customer | None = ...,
         customer_account: _customer_account_pb2.CustomerAccount | None = ...,
         payment_mean: _payment_mean_pb2.PaymentMean | None = ...,
+        credit_category: _credit_category_pb2.CreditCategory | None = ...,
     ) -> None: ...
-    _HasFieldArgType: _TypeAlias = _typing.Literal["customer", b"customer", "customer_account", b"customer_account", "payment_mean", b"payment_mean", "resource", b"resource"]  # noqa: Y015
+    _HasFieldArgType: _TypeAlias = _typing.Literal["credit_category", b"credit_category", "customer", b"customer", "customer_account", b"customer_account", "payment_mean", b"payment_mean", "resource", b"resource"]  # noqa: Y015
     def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
-    _ClearFieldArgType: _TypeAlias = _typing.Literal["customer", b"customer", "customer_account", b"customer_account", "payment_mean", b"payment_mean", "resource", b"resource"]  # noqa: Y015
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["credit_category", b"credit_category", "customer", b"customer", "customer_account", b"customer_account", "payment_mean", b"payment_mean", "resource", b"resource"]  # noqa: Y015
     def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
-    _WhichOneofReturnType_resource: _TypeAlias = _typing.Literal["customer", "customer_account", "payment_mean"]  # noqa: Y015
+    _WhichOneofReturnType_resource: _TypeAlias = _typing.Literal["customer", "customer_account", "payment_mean", "credit_category"]  # noqa: Y015
     _WhichOneofArgType_resource: _TypeAlias = _typing.Literal["resource", b"resource"]  # noqa: Y015
     def WhichOneof(self, oneof_group: _WhichOneofArgType_resource) -> _WhichOneofReturnType_resource | None: ...
 
@@ -180,7 +200,7 @@ class WatchEventsRequest(_message.Message):
     """
     @_builtins.property
     def event_types(self) -> _containers.RepeatedScalarFieldContainer[Global___EventType.ValueType]:
-        """Only these event types; empty means all nine."""
+        """Only these event types; empty means all of them."""
 
     @_builtins.property
     def resource_ids(self) -> _containers.RepeatedScalarFieldContainer[_builtins.str]:

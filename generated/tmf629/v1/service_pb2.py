@@ -26,13 +26,15 @@ from google.api import field_behavior_pb2 as google_dot_api_dot_field__behavior_
 from google.protobuf import empty_pb2 as google_dot_protobuf_dot_empty__pb2
 from google.protobuf import field_mask_pb2 as google_dot_protobuf_dot_field__mask__pb2
 from google.protobuf import timestamp_pb2 as google_dot_protobuf_dot_timestamp__pb2
+from tmf629.v1 import credit_category_pb2 as tmf629_dot_v1_dot_credit__category__pb2
 from tmf629.v1 import customer_pb2 as tmf629_dot_v1_dot_customer__pb2
 from tmf629.v1 import customer_account_pb2 as tmf629_dot_v1_dot_customer__account__pb2
 from tmf629.v1 import events_pb2 as tmf629_dot_v1_dot_events__pb2
+from tmf629.v1 import history_pb2 as tmf629_dot_v1_dot_history__pb2
 from tmf629.v1 import payment_mean_pb2 as tmf629_dot_v1_dot_payment__mean__pb2
 
 
-DESCRIPTOR = _descriptor_pool.Default().AddSerializedFile(b'\n\x17tmf629/v1/service.proto\x12\ttmf629.v1\x1a\x1fgoogle/api/field_behavior.proto\x1a\x1bgoogle/protobuf/empty.proto\x1a google/protobuf/field_mask.proto\x1a\x1fgoogle/protobuf/timestamp.proto\x1a\x18tmf629/v1/customer.proto\x1a tmf629/v1/customer_account.proto\x1a\x16tmf629/v1/events.proto\x1a\x1ctmf629/v1/payment_mean.proto\"X\n\x15\x43reateCustomerRequest\x12+\n\x08\x63ustomer\x18\x01 \x01(\x0b\x32\x13.tmf629.v1.CustomerB\x04\xe2\x41\x01\x02\x12\x12\n\nrequest_id\x18\x02 \x01(\t\"U\n\x12GetCustomerRequest\x12\x10\n\x02id\x18\x01 \x01(\tB\x04\xe2\x41\x01\x02\x12-\n\tread_mask\x18\x02 \x01(\x0b\x32\x1a.google.protobuf.FieldMask\"\xaa\x01\n\x14ListCustomersRequest\x12\x11\n\tpage_size\x18\x01 \x01(\x05\x12\x12\n\npage_token\x18\x02 \x01(\t\x12\x0e\n\x06\x66ilter\x18\x03 \x01(\t\x12\x10\n\x08order_by\x18\x04 \x01(\t\x12-\n\tread_mask\x18\x05 \x01(\x0b\x32\x1a.google.protobuf.FieldMask\x12\x1a\n\x12include_total_size\x18\x06 \x01(\x08\"l\n\x15ListCustomersResponse\x12&\n\tcustomers\x18\x01 \x03(\x0b\x32\x13.tmf629.v1.Customer\x12\x17\n\x0fnext_page_token\x18\x02 \x01(\t\x12\x12\n\ntotal_size\x18\x03 \x01(\x05\"u\n\x15UpdateCustomerRequest\x12+\n\x08\x63ustomer\x18\x01 \x01(\x0b\x32\x13.tmf629.v1.CustomerB\x04\xe2\x41\x01\x02\x12/\n\x0bupdate_mask\x18\x02 \x01(\x0b\x32\x1a.google.protobuf.FieldMask\"7\n\x15\x44\x65leteCustomerRequest\x12\x10\n\x02id\x18\x01 \x01(\tB\x04\xe2\x41\x01\x02\x12\x0c\n\x04\x65tag\x18\x02 \x01(\t\"n\n\x1c\x43reateCustomerAccountRequest\x12:\n\x10\x63ustomer_account\x18\x01 \x01(\x0b\x32\x1a.tmf629.v1.CustomerAccountB\x04\xe2\x41\x01\x02\x12\x12\n\nrequest_id\x18\x02 \x01(\t\"r\n\x19GetCustomerAccountRequest\x12\n\n\x02id\x18\x01 \x01(\t\x12\x1a\n\x12\x65xternal_reference\x18\x02 \x01(\t\x12-\n\tread_mask\x18\x03 \x01(\x0b\x32\x1a.google.protobuf.FieldMask\"G\n\x1fVerifyCustomerAccountPinRequest\x12\x10\n\x02id\x18\x01 \x01(\tB\x04\xe2\x41\x01\x02\x12\x12\n\x03pin\x18\x02 \x01(\tB\x05\xe2\x41\x02\x02\x04\"z\n VerifyCustomerAccountPinResponse\x12\r\n\x05match\x18\x01 \x01(\x08\x12\x15\n\rattempts_left\x18\x02 \x01(\x05\x12\x30\n\x0clocked_until\x18\x03 \x01(\x0b\x32\x1a.google.protobuf.Timestamp\"\xb1\x01\n\x1bListCustomerAccountsRequest\x12\x11\n\tpage_size\x18\x01 \x01(\x05\x12\x12\n\npage_token\x18\x02 \x01(\t\x12\x0e\n\x06\x66ilter\x18\x03 \x01(\t\x12\x10\n\x08order_by\x18\x04 \x01(\t\x12-\n\tread_mask\x18\x05 \x01(\x0b\x32\x1a.google.protobuf.FieldMask\x12\x1a\n\x12include_total_size\x18\x06 \x01(\x08\"\x82\x01\n\x1cListCustomerAccountsResponse\x12\x35\n\x11\x63ustomer_accounts\x18\x01 \x03(\x0b\x32\x1a.tmf629.v1.CustomerAccount\x12\x17\n\x0fnext_page_token\x18\x02 \x01(\t\x12\x12\n\ntotal_size\x18\x03 \x01(\x05\"\x8b\x01\n\x1cUpdateCustomerAccountRequest\x12:\n\x10\x63ustomer_account\x18\x01 \x01(\x0b\x32\x1a.tmf629.v1.CustomerAccountB\x04\xe2\x41\x01\x02\x12/\n\x0bupdate_mask\x18\x02 \x01(\x0b\x32\x1a.google.protobuf.FieldMask\">\n\x1c\x44\x65leteCustomerAccountRequest\x12\x10\n\x02id\x18\x01 \x01(\tB\x04\xe2\x41\x01\x02\x12\x0c\n\x04\x65tag\x18\x02 \x01(\t\"b\n\x18\x43reatePaymentMeanRequest\x12\x32\n\x0cpayment_mean\x18\x01 \x01(\x0b\x32\x16.tmf629.v1.PaymentMeanB\x04\xe2\x41\x01\x02\x12\x12\n\nrequest_id\x18\x02 \x01(\t\"X\n\x15GetPaymentMeanRequest\x12\x10\n\x02id\x18\x01 \x01(\tB\x04\xe2\x41\x01\x02\x12-\n\tread_mask\x18\x02 \x01(\x0b\x32\x1a.google.protobuf.FieldMask\"\xad\x01\n\x17ListPaymentMeansRequest\x12\x11\n\tpage_size\x18\x01 \x01(\x05\x12\x12\n\npage_token\x18\x02 \x01(\t\x12\x0e\n\x06\x66ilter\x18\x03 \x01(\t\x12\x10\n\x08order_by\x18\x04 \x01(\t\x12-\n\tread_mask\x18\x05 \x01(\x0b\x32\x1a.google.protobuf.FieldMask\x12\x1a\n\x12include_total_size\x18\x06 \x01(\x08\"v\n\x18ListPaymentMeansResponse\x12-\n\rpayment_means\x18\x01 \x03(\x0b\x32\x16.tmf629.v1.PaymentMean\x12\x17\n\x0fnext_page_token\x18\x02 \x01(\t\x12\x12\n\ntotal_size\x18\x03 \x01(\x05\"\x7f\n\x18UpdatePaymentMeanRequest\x12\x32\n\x0cpayment_mean\x18\x01 \x01(\x0b\x32\x16.tmf629.v1.PaymentMeanB\x04\xe2\x41\x01\x02\x12/\n\x0bupdate_mask\x18\x02 \x01(\x0b\x32\x1a.google.protobuf.FieldMask\":\n\x18\x44\x65letePaymentMeanRequest\x12\x10\n\x02id\x18\x01 \x01(\tB\x04\xe2\x41\x01\x02\x12\x0c\n\x04\x65tag\x18\x02 \x01(\t2\xcb\x0b\n\x19\x43ustomerManagementService\x12G\n\x0e\x43reateCustomer\x12 .tmf629.v1.CreateCustomerRequest\x1a\x13.tmf629.v1.Customer\x12\x41\n\x0bGetCustomer\x12\x1d.tmf629.v1.GetCustomerRequest\x1a\x13.tmf629.v1.Customer\x12R\n\rListCustomers\x12\x1f.tmf629.v1.ListCustomersRequest\x1a .tmf629.v1.ListCustomersResponse\x12G\n\x0eUpdateCustomer\x12 .tmf629.v1.UpdateCustomerRequest\x1a\x13.tmf629.v1.Customer\x12J\n\x0e\x44\x65leteCustomer\x12 .tmf629.v1.DeleteCustomerRequest\x1a\x16.google.protobuf.Empty\x12\\\n\x15\x43reateCustomerAccount\x12\'.tmf629.v1.CreateCustomerAccountRequest\x1a\x1a.tmf629.v1.CustomerAccount\x12V\n\x12GetCustomerAccount\x12$.tmf629.v1.GetCustomerAccountRequest\x1a\x1a.tmf629.v1.CustomerAccount\x12s\n\x18VerifyCustomerAccountPin\x12*.tmf629.v1.VerifyCustomerAccountPinRequest\x1a+.tmf629.v1.VerifyCustomerAccountPinResponse\x12g\n\x14ListCustomerAccounts\x12&.tmf629.v1.ListCustomerAccountsRequest\x1a\'.tmf629.v1.ListCustomerAccountsResponse\x12\\\n\x15UpdateCustomerAccount\x12\'.tmf629.v1.UpdateCustomerAccountRequest\x1a\x1a.tmf629.v1.CustomerAccount\x12X\n\x15\x44\x65leteCustomerAccount\x12\'.tmf629.v1.DeleteCustomerAccountRequest\x1a\x16.google.protobuf.Empty\x12P\n\x11\x43reatePaymentMean\x12#.tmf629.v1.CreatePaymentMeanRequest\x1a\x16.tmf629.v1.PaymentMean\x12J\n\x0eGetPaymentMean\x12 .tmf629.v1.GetPaymentMeanRequest\x1a\x16.tmf629.v1.PaymentMean\x12[\n\x10ListPaymentMeans\x12\".tmf629.v1.ListPaymentMeansRequest\x1a#.tmf629.v1.ListPaymentMeansResponse\x12P\n\x11UpdatePaymentMean\x12#.tmf629.v1.UpdatePaymentMeanRequest\x1a\x16.tmf629.v1.PaymentMean\x12P\n\x11\x44\x65letePaymentMean\x12#.tmf629.v1.DeletePaymentMeanRequest\x1a\x16.google.protobuf.Empty\x12N\n\x0bWatchEvents\x12\x1d.tmf629.v1.WatchEventsRequest\x1a\x1e.tmf629.v1.WatchEventsResponse0\x01\x62\x06proto3')
+DESCRIPTOR = _descriptor_pool.Default().AddSerializedFile(b'\n\x17tmf629/v1/service.proto\x12\ttmf629.v1\x1a\x1fgoogle/api/field_behavior.proto\x1a\x1bgoogle/protobuf/empty.proto\x1a google/protobuf/field_mask.proto\x1a\x1fgoogle/protobuf/timestamp.proto\x1a\x1ftmf629/v1/credit_category.proto\x1a\x18tmf629/v1/customer.proto\x1a tmf629/v1/customer_account.proto\x1a\x16tmf629/v1/events.proto\x1a\x17tmf629/v1/history.proto\x1a\x1ctmf629/v1/payment_mean.proto\"X\n\x15\x43reateCustomerRequest\x12+\n\x08\x63ustomer\x18\x01 \x01(\x0b\x32\x13.tmf629.v1.CustomerB\x04\xe2\x41\x01\x02\x12\x12\n\nrequest_id\x18\x02 \x01(\t\"U\n\x12GetCustomerRequest\x12\x10\n\x02id\x18\x01 \x01(\tB\x04\xe2\x41\x01\x02\x12-\n\tread_mask\x18\x02 \x01(\x0b\x32\x1a.google.protobuf.FieldMask\"\xaa\x01\n\x14ListCustomersRequest\x12\x11\n\tpage_size\x18\x01 \x01(\x05\x12\x12\n\npage_token\x18\x02 \x01(\t\x12\x0e\n\x06\x66ilter\x18\x03 \x01(\t\x12\x10\n\x08order_by\x18\x04 \x01(\t\x12-\n\tread_mask\x18\x05 \x01(\x0b\x32\x1a.google.protobuf.FieldMask\x12\x1a\n\x12include_total_size\x18\x06 \x01(\x08\"l\n\x15ListCustomersResponse\x12&\n\tcustomers\x18\x01 \x03(\x0b\x32\x13.tmf629.v1.Customer\x12\x17\n\x0fnext_page_token\x18\x02 \x01(\t\x12\x12\n\ntotal_size\x18\x03 \x01(\x05\"u\n\x15UpdateCustomerRequest\x12+\n\x08\x63ustomer\x18\x01 \x01(\x0b\x32\x13.tmf629.v1.CustomerB\x04\xe2\x41\x01\x02\x12/\n\x0bupdate_mask\x18\x02 \x01(\x0b\x32\x1a.google.protobuf.FieldMask\"7\n\x15\x44\x65leteCustomerRequest\x12\x10\n\x02id\x18\x01 \x01(\tB\x04\xe2\x41\x01\x02\x12\x0c\n\x04\x65tag\x18\x02 \x01(\t\"n\n\x1c\x43reateCustomerAccountRequest\x12:\n\x10\x63ustomer_account\x18\x01 \x01(\x0b\x32\x1a.tmf629.v1.CustomerAccountB\x04\xe2\x41\x01\x02\x12\x12\n\nrequest_id\x18\x02 \x01(\t\"r\n\x19GetCustomerAccountRequest\x12\n\n\x02id\x18\x01 \x01(\t\x12\x1a\n\x12\x65xternal_reference\x18\x02 \x01(\t\x12-\n\tread_mask\x18\x03 \x01(\x0b\x32\x1a.google.protobuf.FieldMask\"G\n\x1fVerifyCustomerAccountPinRequest\x12\x10\n\x02id\x18\x01 \x01(\tB\x04\xe2\x41\x01\x02\x12\x12\n\x03pin\x18\x02 \x01(\tB\x05\xe2\x41\x02\x02\x04\"z\n VerifyCustomerAccountPinResponse\x12\r\n\x05match\x18\x01 \x01(\x08\x12\x15\n\rattempts_left\x18\x02 \x01(\x05\x12\x30\n\x0clocked_until\x18\x03 \x01(\x0b\x32\x1a.google.protobuf.Timestamp\"\xb1\x01\n\x1bListCustomerAccountsRequest\x12\x11\n\tpage_size\x18\x01 \x01(\x05\x12\x12\n\npage_token\x18\x02 \x01(\t\x12\x0e\n\x06\x66ilter\x18\x03 \x01(\t\x12\x10\n\x08order_by\x18\x04 \x01(\t\x12-\n\tread_mask\x18\x05 \x01(\x0b\x32\x1a.google.protobuf.FieldMask\x12\x1a\n\x12include_total_size\x18\x06 \x01(\x08\"\x82\x01\n\x1cListCustomerAccountsResponse\x12\x35\n\x11\x63ustomer_accounts\x18\x01 \x03(\x0b\x32\x1a.tmf629.v1.CustomerAccount\x12\x17\n\x0fnext_page_token\x18\x02 \x01(\t\x12\x12\n\ntotal_size\x18\x03 \x01(\x05\"\x8b\x01\n\x1cUpdateCustomerAccountRequest\x12:\n\x10\x63ustomer_account\x18\x01 \x01(\x0b\x32\x1a.tmf629.v1.CustomerAccountB\x04\xe2\x41\x01\x02\x12/\n\x0bupdate_mask\x18\x02 \x01(\x0b\x32\x1a.google.protobuf.FieldMask\">\n\x1c\x44\x65leteCustomerAccountRequest\x12\x10\n\x02id\x18\x01 \x01(\tB\x04\xe2\x41\x01\x02\x12\x0c\n\x04\x65tag\x18\x02 \x01(\t\"b\n\x18\x43reatePaymentMeanRequest\x12\x32\n\x0cpayment_mean\x18\x01 \x01(\x0b\x32\x16.tmf629.v1.PaymentMeanB\x04\xe2\x41\x01\x02\x12\x12\n\nrequest_id\x18\x02 \x01(\t\"X\n\x15GetPaymentMeanRequest\x12\x10\n\x02id\x18\x01 \x01(\tB\x04\xe2\x41\x01\x02\x12-\n\tread_mask\x18\x02 \x01(\x0b\x32\x1a.google.protobuf.FieldMask\"\xad\x01\n\x17ListPaymentMeansRequest\x12\x11\n\tpage_size\x18\x01 \x01(\x05\x12\x12\n\npage_token\x18\x02 \x01(\t\x12\x0e\n\x06\x66ilter\x18\x03 \x01(\t\x12\x10\n\x08order_by\x18\x04 \x01(\t\x12-\n\tread_mask\x18\x05 \x01(\x0b\x32\x1a.google.protobuf.FieldMask\x12\x1a\n\x12include_total_size\x18\x06 \x01(\x08\"v\n\x18ListPaymentMeansResponse\x12-\n\rpayment_means\x18\x01 \x03(\x0b\x32\x16.tmf629.v1.PaymentMean\x12\x17\n\x0fnext_page_token\x18\x02 \x01(\t\x12\x12\n\ntotal_size\x18\x03 \x01(\x05\"\x7f\n\x18UpdatePaymentMeanRequest\x12\x32\n\x0cpayment_mean\x18\x01 \x01(\x0b\x32\x16.tmf629.v1.PaymentMeanB\x04\xe2\x41\x01\x02\x12/\n\x0bupdate_mask\x18\x02 \x01(\x0b\x32\x1a.google.protobuf.FieldMask\":\n\x18\x44\x65letePaymentMeanRequest\x12\x10\n\x02id\x18\x01 \x01(\tB\x04\xe2\x41\x01\x02\x12\x0c\n\x04\x65tag\x18\x02 \x01(\t\"k\n\x1b\x43reateCreditCategoryRequest\x12\x38\n\x0f\x63redit_category\x18\x01 \x01(\x0b\x32\x19.tmf629.v1.CreditCategoryB\x04\xe2\x41\x01\x02\x12\x12\n\nrequest_id\x18\x02 \x01(\t\"c\n\x18GetCreditCategoryRequest\x12\n\n\x02id\x18\x01 \x01(\t\x12\x0c\n\x04\x63ode\x18\x02 \x01(\t\x12-\n\tread_mask\x18\x03 \x01(\x0b\x32\x1a.google.protobuf.FieldMask\"\xb1\x01\n\x1bListCreditCategoriesRequest\x12\x11\n\tpage_size\x18\x01 \x01(\x05\x12\x12\n\npage_token\x18\x02 \x01(\t\x12\x0e\n\x06\x66ilter\x18\x03 \x01(\t\x12\x10\n\x08order_by\x18\x04 \x01(\t\x12-\n\tread_mask\x18\x05 \x01(\x0b\x32\x1a.google.protobuf.FieldMask\x12\x1a\n\x12include_total_size\x18\x06 \x01(\x08\"\x81\x01\n\x1cListCreditCategoriesResponse\x12\x34\n\x11\x63redit_categories\x18\x01 \x03(\x0b\x32\x19.tmf629.v1.CreditCategory\x12\x17\n\x0fnext_page_token\x18\x02 \x01(\t\x12\x12\n\ntotal_size\x18\x03 \x01(\x05\"\x88\x01\n\x1bUpdateCreditCategoryRequest\x12\x38\n\x0f\x63redit_category\x18\x01 \x01(\x0b\x32\x19.tmf629.v1.CreditCategoryB\x04\xe2\x41\x01\x02\x12/\n\x0bupdate_mask\x18\x02 \x01(\x0b\x32\x1a.google.protobuf.FieldMask\"=\n\x1b\x44\x65leteCreditCategoryRequest\x12\x10\n\x02id\x18\x01 \x01(\tB\x04\xe2\x41\x01\x02\x12\x0c\n\x04\x65tag\x18\x02 \x01(\t2\xe5\x0f\n\x19\x43ustomerManagementService\x12G\n\x0e\x43reateCustomer\x12 .tmf629.v1.CreateCustomerRequest\x1a\x13.tmf629.v1.Customer\x12\x41\n\x0bGetCustomer\x12\x1d.tmf629.v1.GetCustomerRequest\x1a\x13.tmf629.v1.Customer\x12R\n\rListCustomers\x12\x1f.tmf629.v1.ListCustomersRequest\x1a .tmf629.v1.ListCustomersResponse\x12G\n\x0eUpdateCustomer\x12 .tmf629.v1.UpdateCustomerRequest\x1a\x13.tmf629.v1.Customer\x12J\n\x0e\x44\x65leteCustomer\x12 .tmf629.v1.DeleteCustomerRequest\x1a\x16.google.protobuf.Empty\x12\\\n\x15\x43reateCustomerAccount\x12\'.tmf629.v1.CreateCustomerAccountRequest\x1a\x1a.tmf629.v1.CustomerAccount\x12V\n\x12GetCustomerAccount\x12$.tmf629.v1.GetCustomerAccountRequest\x1a\x1a.tmf629.v1.CustomerAccount\x12s\n\x18VerifyCustomerAccountPin\x12*.tmf629.v1.VerifyCustomerAccountPinRequest\x1a+.tmf629.v1.VerifyCustomerAccountPinResponse\x12g\n\x14ListCustomerAccounts\x12&.tmf629.v1.ListCustomerAccountsRequest\x1a\'.tmf629.v1.ListCustomerAccountsResponse\x12\\\n\x15UpdateCustomerAccount\x12\'.tmf629.v1.UpdateCustomerAccountRequest\x1a\x1a.tmf629.v1.CustomerAccount\x12X\n\x15\x44\x65leteCustomerAccount\x12\'.tmf629.v1.DeleteCustomerAccountRequest\x1a\x16.google.protobuf.Empty\x12P\n\x11\x43reatePaymentMean\x12#.tmf629.v1.CreatePaymentMeanRequest\x1a\x16.tmf629.v1.PaymentMean\x12J\n\x0eGetPaymentMean\x12 .tmf629.v1.GetPaymentMeanRequest\x1a\x16.tmf629.v1.PaymentMean\x12[\n\x10ListPaymentMeans\x12\".tmf629.v1.ListPaymentMeansRequest\x1a#.tmf629.v1.ListPaymentMeansResponse\x12P\n\x11UpdatePaymentMean\x12#.tmf629.v1.UpdatePaymentMeanRequest\x1a\x16.tmf629.v1.PaymentMean\x12P\n\x11\x44\x65letePaymentMean\x12#.tmf629.v1.DeletePaymentMeanRequest\x1a\x16.google.protobuf.Empty\x12Y\n\x14\x43reateCreditCategory\x12&.tmf629.v1.CreateCreditCategoryRequest\x1a\x19.tmf629.v1.CreditCategory\x12S\n\x11GetCreditCategory\x12#.tmf629.v1.GetCreditCategoryRequest\x1a\x19.tmf629.v1.CreditCategory\x12g\n\x14ListCreditCategories\x12&.tmf629.v1.ListCreditCategoriesRequest\x1a\'.tmf629.v1.ListCreditCategoriesResponse\x12Y\n\x14UpdateCreditCategory\x12&.tmf629.v1.UpdateCreditCategoryRequest\x1a\x19.tmf629.v1.CreditCategory\x12V\n\x14\x44\x65leteCreditCategory\x12&.tmf629.v1.DeleteCreditCategoryRequest\x1a\x16.google.protobuf.Empty\x12L\n\x0bListChanges\x12\x1d.tmf629.v1.ListChangesRequest\x1a\x1e.tmf629.v1.ListChangesResponse\x12N\n\x0bWatchEvents\x12\x1d.tmf629.v1.WatchEventsRequest\x1a\x1e.tmf629.v1.WatchEventsResponse0\x01\x62\x06proto3')
 
 _globals = globals()
 _builder.BuildMessageAndEnumDescriptors(DESCRIPTOR, _globals)
@@ -65,46 +67,64 @@ if not _descriptor._USE_C_DESCRIPTORS:
   _globals['_UPDATEPAYMENTMEANREQUEST'].fields_by_name['payment_mean']._serialized_options = b'\342A\001\002'
   _globals['_DELETEPAYMENTMEANREQUEST'].fields_by_name['id']._loaded_options = None
   _globals['_DELETEPAYMENTMEANREQUEST'].fields_by_name['id']._serialized_options = b'\342A\001\002'
-  _globals['_CREATECUSTOMERREQUEST']._serialized_start=281
-  _globals['_CREATECUSTOMERREQUEST']._serialized_end=369
-  _globals['_GETCUSTOMERREQUEST']._serialized_start=371
-  _globals['_GETCUSTOMERREQUEST']._serialized_end=456
-  _globals['_LISTCUSTOMERSREQUEST']._serialized_start=459
-  _globals['_LISTCUSTOMERSREQUEST']._serialized_end=629
-  _globals['_LISTCUSTOMERSRESPONSE']._serialized_start=631
-  _globals['_LISTCUSTOMERSRESPONSE']._serialized_end=739
-  _globals['_UPDATECUSTOMERREQUEST']._serialized_start=741
-  _globals['_UPDATECUSTOMERREQUEST']._serialized_end=858
-  _globals['_DELETECUSTOMERREQUEST']._serialized_start=860
-  _globals['_DELETECUSTOMERREQUEST']._serialized_end=915
-  _globals['_CREATECUSTOMERACCOUNTREQUEST']._serialized_start=917
-  _globals['_CREATECUSTOMERACCOUNTREQUEST']._serialized_end=1027
-  _globals['_GETCUSTOMERACCOUNTREQUEST']._serialized_start=1029
-  _globals['_GETCUSTOMERACCOUNTREQUEST']._serialized_end=1143
-  _globals['_VERIFYCUSTOMERACCOUNTPINREQUEST']._serialized_start=1145
-  _globals['_VERIFYCUSTOMERACCOUNTPINREQUEST']._serialized_end=1216
-  _globals['_VERIFYCUSTOMERACCOUNTPINRESPONSE']._serialized_start=1218
-  _globals['_VERIFYCUSTOMERACCOUNTPINRESPONSE']._serialized_end=1340
-  _globals['_LISTCUSTOMERACCOUNTSREQUEST']._serialized_start=1343
-  _globals['_LISTCUSTOMERACCOUNTSREQUEST']._serialized_end=1520
-  _globals['_LISTCUSTOMERACCOUNTSRESPONSE']._serialized_start=1523
-  _globals['_LISTCUSTOMERACCOUNTSRESPONSE']._serialized_end=1653
-  _globals['_UPDATECUSTOMERACCOUNTREQUEST']._serialized_start=1656
-  _globals['_UPDATECUSTOMERACCOUNTREQUEST']._serialized_end=1795
-  _globals['_DELETECUSTOMERACCOUNTREQUEST']._serialized_start=1797
-  _globals['_DELETECUSTOMERACCOUNTREQUEST']._serialized_end=1859
-  _globals['_CREATEPAYMENTMEANREQUEST']._serialized_start=1861
-  _globals['_CREATEPAYMENTMEANREQUEST']._serialized_end=1959
-  _globals['_GETPAYMENTMEANREQUEST']._serialized_start=1961
-  _globals['_GETPAYMENTMEANREQUEST']._serialized_end=2049
-  _globals['_LISTPAYMENTMEANSREQUEST']._serialized_start=2052
-  _globals['_LISTPAYMENTMEANSREQUEST']._serialized_end=2225
-  _globals['_LISTPAYMENTMEANSRESPONSE']._serialized_start=2227
-  _globals['_LISTPAYMENTMEANSRESPONSE']._serialized_end=2345
-  _globals['_UPDATEPAYMENTMEANREQUEST']._serialized_start=2347
-  _globals['_UPDATEPAYMENTMEANREQUEST']._serialized_end=2474
-  _globals['_DELETEPAYMENTMEANREQUEST']._serialized_start=2476
-  _globals['_DELETEPAYMENTMEANREQUEST']._serialized_end=2534
-  _globals['_CUSTOMERMANAGEMENTSERVICE']._serialized_start=2537
-  _globals['_CUSTOMERMANAGEMENTSERVICE']._serialized_end=4020
+  _globals['_CREATECREDITCATEGORYREQUEST'].fields_by_name['credit_category']._loaded_options = None
+  _globals['_CREATECREDITCATEGORYREQUEST'].fields_by_name['credit_category']._serialized_options = b'\342A\001\002'
+  _globals['_UPDATECREDITCATEGORYREQUEST'].fields_by_name['credit_category']._loaded_options = None
+  _globals['_UPDATECREDITCATEGORYREQUEST'].fields_by_name['credit_category']._serialized_options = b'\342A\001\002'
+  _globals['_DELETECREDITCATEGORYREQUEST'].fields_by_name['id']._loaded_options = None
+  _globals['_DELETECREDITCATEGORYREQUEST'].fields_by_name['id']._serialized_options = b'\342A\001\002'
+  _globals['_CREATECUSTOMERREQUEST']._serialized_start=339
+  _globals['_CREATECUSTOMERREQUEST']._serialized_end=427
+  _globals['_GETCUSTOMERREQUEST']._serialized_start=429
+  _globals['_GETCUSTOMERREQUEST']._serialized_end=514
+  _globals['_LISTCUSTOMERSREQUEST']._serialized_start=517
+  _globals['_LISTCUSTOMERSREQUEST']._serialized_end=687
+  _globals['_LISTCUSTOMERSRESPONSE']._serialized_start=689
+  _globals['_LISTCUSTOMERSRESPONSE']._serialized_end=797
+  _globals['_UPDATECUSTOMERREQUEST']._serialized_start=799
+  _globals['_UPDATECUSTOMERREQUEST']._serialized_end=916
+  _globals['_DELETECUSTOMERREQUEST']._serialized_start=918
+  _globals['_DELETECUSTOMERREQUEST']._serialized_end=973
+  _globals['_CREATECUSTOMERACCOUNTREQUEST']._serialized_start=975
+  _globals['_CREATECUSTOMERACCOUNTREQUEST']._serialized_end=1085
+  _globals['_GETCUSTOMERACCOUNTREQUEST']._serialized_start=1087
+  _globals['_GETCUSTOMERACCOUNTREQUEST']._serialized_end=1201
+  _globals['_VERIFYCUSTOMERACCOUNTPINREQUEST']._serialized_start=1203
+  _globals['_VERIFYCUSTOMERACCOUNTPINREQUEST']._serialized_end=1274
+  _globals['_VERIFYCUSTOMERACCOUNTPINRESPONSE']._serialized_start=1276
+  _globals['_VERIFYCUSTOMERACCOUNTPINRESPONSE']._serialized_end=1398
+  _globals['_LISTCUSTOMERACCOUNTSREQUEST']._serialized_start=1401
+  _globals['_LISTCUSTOMERACCOUNTSREQUEST']._serialized_end=1578
+  _globals['_LISTCUSTOMERACCOUNTSRESPONSE']._serialized_start=1581
+  _globals['_LISTCUSTOMERACCOUNTSRESPONSE']._serialized_end=1711
+  _globals['_UPDATECUSTOMERACCOUNTREQUEST']._serialized_start=1714
+  _globals['_UPDATECUSTOMERACCOUNTREQUEST']._serialized_end=1853
+  _globals['_DELETECUSTOMERACCOUNTREQUEST']._serialized_start=1855
+  _globals['_DELETECUSTOMERACCOUNTREQUEST']._serialized_end=1917
+  _globals['_CREATEPAYMENTMEANREQUEST']._serialized_start=1919
+  _globals['_CREATEPAYMENTMEANREQUEST']._serialized_end=2017
+  _globals['_GETPAYMENTMEANREQUEST']._serialized_start=2019
+  _globals['_GETPAYMENTMEANREQUEST']._serialized_end=2107
+  _globals['_LISTPAYMENTMEANSREQUEST']._serialized_start=2110
+  _globals['_LISTPAYMENTMEANSREQUEST']._serialized_end=2283
+  _globals['_LISTPAYMENTMEANSRESPONSE']._serialized_start=2285
+  _globals['_LISTPAYMENTMEANSRESPONSE']._serialized_end=2403
+  _globals['_UPDATEPAYMENTMEANREQUEST']._serialized_start=2405
+  _globals['_UPDATEPAYMENTMEANREQUEST']._serialized_end=2532
+  _globals['_DELETEPAYMENTMEANREQUEST']._serialized_start=2534
+  _globals['_DELETEPAYMENTMEANREQUEST']._serialized_end=2592
+  _globals['_CREATECREDITCATEGORYREQUEST']._serialized_start=2594
+  _globals['_CREATECREDITCATEGORYREQUEST']._serialized_end=2701
+  _globals['_GETCREDITCATEGORYREQUEST']._serialized_start=2703
+  _globals['_GETCREDITCATEGORYREQUEST']._serialized_end=2802
+  _globals['_LISTCREDITCATEGORIESREQUEST']._serialized_start=2805
+  _globals['_LISTCREDITCATEGORIESREQUEST']._serialized_end=2982
+  _globals['_LISTCREDITCATEGORIESRESPONSE']._serialized_start=2985
+  _globals['_LISTCREDITCATEGORIESRESPONSE']._serialized_end=3114
+  _globals['_UPDATECREDITCATEGORYREQUEST']._serialized_start=3117
+  _globals['_UPDATECREDITCATEGORYREQUEST']._serialized_end=3253
+  _globals['_DELETECREDITCATEGORYREQUEST']._serialized_start=3255
+  _globals['_DELETECREDITCATEGORYREQUEST']._serialized_end=3316
+  _globals['_CUSTOMERMANAGEMENTSERVICE']._serialized_start=3319
+  _globals['_CUSTOMERMANAGEMENTSERVICE']._serialized_end=5340
 # @@protoc_insertion_point(module_scope)

@@ -9,6 +9,7 @@ from google.protobuf import field_mask_pb2 as _field_mask_pb2
 from google.protobuf import message as _message
 from google.protobuf import timestamp_pb2 as _timestamp_pb2
 from google.protobuf.internal import containers as _containers
+from tmf629.v1 import credit_category_pb2 as _credit_category_pb2
 from tmf629.v1 import customer_account_pb2 as _customer_account_pb2
 from tmf629.v1 import customer_pb2 as _customer_pb2
 from tmf629.v1 import payment_mean_pb2 as _payment_mean_pb2
@@ -687,3 +688,209 @@ class DeletePaymentMeanRequest(_message.Message):
     def WhichOneof(self, oneof_group: _Never) -> None: ...
 
 Global___DeletePaymentMeanRequest: _TypeAlias = DeletePaymentMeanRequest  # noqa: Y015
+
+@_typing.final
+class CreateCreditCategoryRequest(_message.Message):
+    """Request of CreateCreditCategory."""
+
+    DESCRIPTOR: _descriptor.Descriptor
+
+    CREDIT_CATEGORY_FIELD_NUMBER: _builtins.int
+    REQUEST_ID_FIELD_NUMBER: _builtins.int
+    request_id: _builtins.str
+    """Idempotency key (at most 128 characters): a retry with the same key and
+    the same request returns the first result.
+    """
+    @_builtins.property
+    def credit_category(self) -> _credit_category_pb2.CreditCategory:
+        """The CreditCategory to create. Output-only fields are ignored."""
+
+    def __init__(
+        self,
+        *,
+        credit_category: _credit_category_pb2.CreditCategory | None = ...,
+        request_id: _builtins.str = ...,
+    ) -> None: ...
+    _HasFieldArgType: _TypeAlias = _typing.Literal["credit_category", b"credit_category"]  # noqa: Y015
+    def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["credit_category", b"credit_category", "request_id", b"request_id"]  # noqa: Y015
+    def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
+    def WhichOneof(self, oneof_group: _Never) -> None: ...
+
+Global___CreateCreditCategoryRequest: _TypeAlias = CreateCreditCategoryRequest  # noqa: Y015
+
+@_typing.final
+class GetCreditCategoryRequest(_message.Message):
+    """Request of GetCreditCategory."""
+
+    DESCRIPTOR: _descriptor.Descriptor
+
+    ID_FIELD_NUMBER: _builtins.int
+    CODE_FIELD_NUMBER: _builtins.int
+    READ_MASK_FIELD_NUMBER: _builtins.int
+    id: _builtins.str
+    """Identifier of the CreditCategory. At least one of `id` and `code` is
+    required; when both are given they must name the same category.
+    """
+    code: _builtins.str
+    """Code of the CreditCategory."""
+    @_builtins.property
+    def read_mask(self) -> _field_mask_pb2.FieldMask:
+        """The fields to return (JSON or proto names); `id` is always returned. Empty
+        returns every field.
+        """
+
+    def __init__(
+        self,
+        *,
+        id: _builtins.str = ...,
+        code: _builtins.str = ...,
+        read_mask: _field_mask_pb2.FieldMask | None = ...,
+    ) -> None: ...
+    _HasFieldArgType: _TypeAlias = _typing.Literal["read_mask", b"read_mask"]  # noqa: Y015
+    def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["code", b"code", "id", b"id", "read_mask", b"read_mask"]  # noqa: Y015
+    def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
+    def WhichOneof(self, oneof_group: _Never) -> None: ...
+
+Global___GetCreditCategoryRequest: _TypeAlias = GetCreditCategoryRequest  # noqa: Y015
+
+@_typing.final
+class ListCreditCategoriesRequest(_message.Message):
+    """Request of ListCreditCategories."""
+
+    DESCRIPTOR: _descriptor.Descriptor
+
+    PAGE_SIZE_FIELD_NUMBER: _builtins.int
+    PAGE_TOKEN_FIELD_NUMBER: _builtins.int
+    FILTER_FIELD_NUMBER: _builtins.int
+    ORDER_BY_FIELD_NUMBER: _builtins.int
+    READ_MASK_FIELD_NUMBER: _builtins.int
+    INCLUDE_TOTAL_SIZE_FIELD_NUMBER: _builtins.int
+    page_size: _builtins.int
+    """Maximum number of results (default 50, maximum 1000)."""
+    page_token: _builtins.str
+    """The `next_page_token` of the previous page; empty for the first page."""
+    filter: _builtins.str
+    """Filter expression in the AIP-160 subset the README documents, for example
+    `code = "GOLD"`.
+    """
+    order_by: _builtins.str
+    """Ordering, for example `code, create_time desc`; ties are broken newest first."""
+    include_total_size: _builtins.bool
+    """Also count every result of the filter into `total_size` (costs a count)."""
+    @_builtins.property
+    def read_mask(self) -> _field_mask_pb2.FieldMask:
+        """The fields to return (JSON or proto names); `id` is always returned. Empty
+        returns every field.
+        """
+
+    def __init__(
+        self,
+        *,
+        page_size: _builtins.int = ...,
+        page_token: _builtins.str = ...,
+        filter: _builtins.str = ...,
+        order_by: _builtins.str = ...,
+        read_mask: _field_mask_pb2.FieldMask | None = ...,
+        include_total_size: _builtins.bool = ...,
+    ) -> None: ...
+    _HasFieldArgType: _TypeAlias = _typing.Literal["read_mask", b"read_mask"]  # noqa: Y015
+    def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["filter", b"filter", "include_total_size", b"include_total_size", "order_by", b"order_by", "page_size", b"page_size", "page_token", b"page_token", "read_mask", b"read_mask"]  # noqa: Y015
+    def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
+    def WhichOneof(self, oneof_group: _Never) -> None: ...
+
+Global___ListCreditCategoriesRequest: _TypeAlias = ListCreditCategoriesRequest  # noqa: Y015
+
+@_typing.final
+class ListCreditCategoriesResponse(_message.Message):
+    """Response of ListCreditCategories."""
+
+    DESCRIPTOR: _descriptor.Descriptor
+
+    CREDIT_CATEGORIES_FIELD_NUMBER: _builtins.int
+    NEXT_PAGE_TOKEN_FIELD_NUMBER: _builtins.int
+    TOTAL_SIZE_FIELD_NUMBER: _builtins.int
+    next_page_token: _builtins.str
+    """Token of the next page; empty on the last page."""
+    total_size: _builtins.int
+    """The number of results of the filter over all pages, when
+    `include_total_size` was set (TMF's X-Total-Count); otherwise 0.
+    """
+    @_builtins.property
+    def credit_categories(self) -> _containers.RepeatedCompositeFieldContainer[_credit_category_pb2.CreditCategory]:
+        """The page of results."""
+
+    def __init__(
+        self,
+        *,
+        credit_categories: _abc.Iterable[_credit_category_pb2.CreditCategory] | None = ...,
+        next_page_token: _builtins.str = ...,
+        total_size: _builtins.int = ...,
+    ) -> None: ...
+    _HasFieldArgType: _TypeAlias = _Never  # noqa: Y015
+    def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["credit_categories", b"credit_categories", "next_page_token", b"next_page_token", "total_size", b"total_size"]  # noqa: Y015
+    def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
+    def WhichOneof(self, oneof_group: _Never) -> None: ...
+
+Global___ListCreditCategoriesResponse: _TypeAlias = ListCreditCategoriesResponse  # noqa: Y015
+
+@_typing.final
+class UpdateCreditCategoryRequest(_message.Message):
+    """Request of UpdateCreditCategory."""
+
+    DESCRIPTOR: _descriptor.Descriptor
+
+    CREDIT_CATEGORY_FIELD_NUMBER: _builtins.int
+    UPDATE_MASK_FIELD_NUMBER: _builtins.int
+    @_builtins.property
+    def credit_category(self) -> _credit_category_pb2.CreditCategory:
+        """The CreditCategory with its new values; `id` names the resource and `etag`,
+        when set, must be the current one.
+        """
+
+    @_builtins.property
+    def update_mask(self) -> _field_mask_pb2.FieldMask:
+        """The fields to update (JSON or proto names); `*` replaces the resource."""
+
+    def __init__(
+        self,
+        *,
+        credit_category: _credit_category_pb2.CreditCategory | None = ...,
+        update_mask: _field_mask_pb2.FieldMask | None = ...,
+    ) -> None: ...
+    _HasFieldArgType: _TypeAlias = _typing.Literal["credit_category", b"credit_category", "update_mask", b"update_mask"]  # noqa: Y015
+    def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["credit_category", b"credit_category", "update_mask", b"update_mask"]  # noqa: Y015
+    def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
+    def WhichOneof(self, oneof_group: _Never) -> None: ...
+
+Global___UpdateCreditCategoryRequest: _TypeAlias = UpdateCreditCategoryRequest  # noqa: Y015
+
+@_typing.final
+class DeleteCreditCategoryRequest(_message.Message):
+    """Request of DeleteCreditCategory."""
+
+    DESCRIPTOR: _descriptor.Descriptor
+
+    ID_FIELD_NUMBER: _builtins.int
+    ETAG_FIELD_NUMBER: _builtins.int
+    id: _builtins.str
+    """Identifier of the CreditCategory."""
+    etag: _builtins.str
+    """When set, must be the current etag of the resource."""
+    def __init__(
+        self,
+        *,
+        id: _builtins.str = ...,
+        etag: _builtins.str = ...,
+    ) -> None: ...
+    _HasFieldArgType: _TypeAlias = _Never  # noqa: Y015
+    def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["etag", b"etag", "id", b"id"]  # noqa: Y015
+    def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
+    def WhichOneof(self, oneof_group: _Never) -> None: ...
+
+Global___DeleteCreditCategoryRequest: _TypeAlias = DeleteCreditCategoryRequest  # noqa: Y015

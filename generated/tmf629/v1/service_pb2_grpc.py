@@ -4,9 +4,11 @@ import grpc
 import warnings
 
 from google.protobuf import empty_pb2 as google_dot_protobuf_dot_empty__pb2
+from tmf629.v1 import credit_category_pb2 as tmf629_dot_v1_dot_credit__category__pb2
 from tmf629.v1 import customer_account_pb2 as tmf629_dot_v1_dot_customer__account__pb2
 from tmf629.v1 import customer_pb2 as tmf629_dot_v1_dot_customer__pb2
 from tmf629.v1 import events_pb2 as tmf629_dot_v1_dot_events__pb2
+from tmf629.v1 import history_pb2 as tmf629_dot_v1_dot_history__pb2
 from tmf629.v1 import payment_mean_pb2 as tmf629_dot_v1_dot_payment__mean__pb2
 from tmf629.v1 import service_pb2 as tmf629_dot_v1_dot_service__pb2
 
@@ -120,6 +122,36 @@ class CustomerManagementServiceStub:
                 '/tmf629.v1.CustomerManagementService/DeletePaymentMean',
                 request_serializer=tmf629_dot_v1_dot_service__pb2.DeletePaymentMeanRequest.SerializeToString,
                 response_deserializer=google_dot_protobuf_dot_empty__pb2.Empty.FromString,
+                _registered_method=True)
+        self.CreateCreditCategory = channel.unary_unary(
+                '/tmf629.v1.CustomerManagementService/CreateCreditCategory',
+                request_serializer=tmf629_dot_v1_dot_service__pb2.CreateCreditCategoryRequest.SerializeToString,
+                response_deserializer=tmf629_dot_v1_dot_credit__category__pb2.CreditCategory.FromString,
+                _registered_method=True)
+        self.GetCreditCategory = channel.unary_unary(
+                '/tmf629.v1.CustomerManagementService/GetCreditCategory',
+                request_serializer=tmf629_dot_v1_dot_service__pb2.GetCreditCategoryRequest.SerializeToString,
+                response_deserializer=tmf629_dot_v1_dot_credit__category__pb2.CreditCategory.FromString,
+                _registered_method=True)
+        self.ListCreditCategories = channel.unary_unary(
+                '/tmf629.v1.CustomerManagementService/ListCreditCategories',
+                request_serializer=tmf629_dot_v1_dot_service__pb2.ListCreditCategoriesRequest.SerializeToString,
+                response_deserializer=tmf629_dot_v1_dot_service__pb2.ListCreditCategoriesResponse.FromString,
+                _registered_method=True)
+        self.UpdateCreditCategory = channel.unary_unary(
+                '/tmf629.v1.CustomerManagementService/UpdateCreditCategory',
+                request_serializer=tmf629_dot_v1_dot_service__pb2.UpdateCreditCategoryRequest.SerializeToString,
+                response_deserializer=tmf629_dot_v1_dot_credit__category__pb2.CreditCategory.FromString,
+                _registered_method=True)
+        self.DeleteCreditCategory = channel.unary_unary(
+                '/tmf629.v1.CustomerManagementService/DeleteCreditCategory',
+                request_serializer=tmf629_dot_v1_dot_service__pb2.DeleteCreditCategoryRequest.SerializeToString,
+                response_deserializer=google_dot_protobuf_dot_empty__pb2.Empty.FromString,
+                _registered_method=True)
+        self.ListChanges = channel.unary_unary(
+                '/tmf629.v1.CustomerManagementService/ListChanges',
+                request_serializer=tmf629_dot_v1_dot_history__pb2.ListChangesRequest.SerializeToString,
+                response_deserializer=tmf629_dot_v1_dot_history__pb2.ListChangesResponse.FromString,
                 _registered_method=True)
         self.WatchEvents = channel.unary_stream(
                 '/tmf629.v1.CustomerManagementService/WatchEvents',
@@ -253,6 +285,51 @@ class CustomerManagementServiceServicer:
         context.set_details('Method not implemented!')
         raise NotImplementedError('Method not implemented!')
 
+    def CreateCreditCategory(self, request, context):
+        """Creates a CreditCategory. A retry with the same `request_id` returns the first
+        result and creates nothing.
+        """
+        context.set_code(grpc.StatusCode.UNIMPLEMENTED)
+        context.set_details('Method not implemented!')
+        raise NotImplementedError('Method not implemented!')
+
+    def GetCreditCategory(self, request, context):
+        """Gets a CreditCategory by id or by code.
+        """
+        context.set_code(grpc.StatusCode.UNIMPLEMENTED)
+        context.set_details('Method not implemented!')
+        raise NotImplementedError('Method not implemented!')
+
+    def ListCreditCategories(self, request, context):
+        """Lists CreditCategories, newest first unless `order_by` says otherwise.
+        """
+        context.set_code(grpc.StatusCode.UNIMPLEMENTED)
+        context.set_details('Method not implemented!')
+        raise NotImplementedError('Method not implemented!')
+
+    def UpdateCreditCategory(self, request, context):
+        """Updates a CreditCategory: the fields named by `update_mask`, the populated fields
+        without a mask, the whole resource with the mask `*`. The code never changes.
+        """
+        context.set_code(grpc.StatusCode.UNIMPLEMENTED)
+        context.set_details('Method not implemented!')
+        raise NotImplementedError('Method not implemented!')
+
+    def DeleteCreditCategory(self, request, context):
+        """Deletes a CreditCategory that no CustomerAccount names.
+        """
+        context.set_code(grpc.StatusCode.UNIMPLEMENTED)
+        context.set_details('Method not implemented!')
+        raise NotImplementedError('Method not implemented!')
+
+    def ListChanges(self, request, context):
+        """Lists the field-level history of one resource, newest first: every create,
+        update and delete with its time, caller and the fields it changed. Read-only.
+        """
+        context.set_code(grpc.StatusCode.UNIMPLEMENTED)
+        context.set_details('Method not implemented!')
+        raise NotImplementedError('Method not implemented!')
+
     def WatchEvents(self, request, context):
         """Streams every committed change, in commit order, from now or from a resume
         token, optionally after the current state. Idle streams get heartbeats.
@@ -343,6 +420,36 @@ def add_CustomerManagementServiceServicer_to_server(servicer, server):
                     servicer.DeletePaymentMean,
                     request_deserializer=tmf629_dot_v1_dot_service__pb2.DeletePaymentMeanRequest.FromString,
                     response_serializer=google_dot_protobuf_dot_empty__pb2.Empty.SerializeToString,
+            ),
+            'CreateCreditCategory': grpc.unary_unary_rpc_method_handler(
+                    servicer.CreateCreditCategory,
+                    request_deserializer=tmf629_dot_v1_dot_service__pb2.CreateCreditCategoryRequest.FromString,
+                    response_serializer=tmf629_dot_v1_dot_credit__category__pb2.CreditCategory.SerializeToString,
+            ),
+            'GetCreditCategory': grpc.unary_unary_rpc_method_handler(
+                    servicer.GetCreditCategory,
+                    request_deserializer=tmf629_dot_v1_dot_service__pb2.GetCreditCategoryRequest.FromString,
+                    response_serializer=tmf629_dot_v1_dot_credit__category__pb2.CreditCategory.SerializeToString,
+            ),
+            'ListCreditCategories': grpc.unary_unary_rpc_method_handler(
+                    servicer.ListCreditCategories,
+                    request_deserializer=tmf629_dot_v1_dot_service__pb2.ListCreditCategoriesRequest.FromString,
+                    response_serializer=tmf629_dot_v1_dot_service__pb2.ListCreditCategoriesResponse.SerializeToString,
+            ),
+            'UpdateCreditCategory': grpc.unary_unary_rpc_method_handler(
+                    servicer.UpdateCreditCategory,
+                    request_deserializer=tmf629_dot_v1_dot_service__pb2.UpdateCreditCategoryRequest.FromString,
+                    response_serializer=tmf629_dot_v1_dot_credit__category__pb2.CreditCategory.SerializeToString,
+            ),
+            'DeleteCreditCategory': grpc.unary_unary_rpc_method_handler(
+                    servicer.DeleteCreditCategory,
+                    request_deserializer=tmf629_dot_v1_dot_service__pb2.DeleteCreditCategoryRequest.FromString,
+                    response_serializer=google_dot_protobuf_dot_empty__pb2.Empty.SerializeToString,
+            ),
+            'ListChanges': grpc.unary_unary_rpc_method_handler(
+                    servicer.ListChanges,
+                    request_deserializer=tmf629_dot_v1_dot_history__pb2.ListChangesRequest.FromString,
+                    response_serializer=tmf629_dot_v1_dot_history__pb2.ListChangesResponse.SerializeToString,
             ),
             'WatchEvents': grpc.unary_stream_rpc_method_handler(
                     servicer.WatchEvents,
@@ -784,6 +891,168 @@ class CustomerManagementService:
             '/tmf629.v1.CustomerManagementService/DeletePaymentMean',
             tmf629_dot_v1_dot_service__pb2.DeletePaymentMeanRequest.SerializeToString,
             google_dot_protobuf_dot_empty__pb2.Empty.FromString,
+            options,
+            channel_credentials,
+            insecure,
+            call_credentials,
+            compression,
+            wait_for_ready,
+            timeout,
+            metadata,
+            _registered_method=True)
+
+    @staticmethod
+    def CreateCreditCategory(request,
+            target,
+            options=(),
+            channel_credentials=None,
+            call_credentials=None,
+            insecure=False,
+            compression=None,
+            wait_for_ready=None,
+            timeout=None,
+            metadata=None):
+        return grpc.experimental.unary_unary(
+            request,
+            target,
+            '/tmf629.v1.CustomerManagementService/CreateCreditCategory',
+            tmf629_dot_v1_dot_service__pb2.CreateCreditCategoryRequest.SerializeToString,
+            tmf629_dot_v1_dot_credit__category__pb2.CreditCategory.FromString,
+            options,
+            channel_credentials,
+            insecure,
+            call_credentials,
+            compression,
+            wait_for_ready,
+            timeout,
+            metadata,
+            _registered_method=True)
+
+    @staticmethod
+    def GetCreditCategory(request,
+            target,
+            options=(),
+            channel_credentials=None,
+            call_credentials=None,
+            insecure=False,
+            compression=None,
+            wait_for_ready=None,
+            timeout=None,
+            metadata=None):
+        return grpc.experimental.unary_unary(
+            request,
+            target,
+            '/tmf629.v1.CustomerManagementService/GetCreditCategory',
+            tmf629_dot_v1_dot_service__pb2.GetCreditCategoryRequest.SerializeToString,
+            tmf629_dot_v1_dot_credit__category__pb2.CreditCategory.FromString,
+            options,
+            channel_credentials,
+            insecure,
+            call_credentials,
+            compression,
+            wait_for_ready,
+            timeout,
+            metadata,
+            _registered_method=True)
+
+    @staticmethod
+    def ListCreditCategories(request,
+            target,
+            options=(),
+            channel_credentials=None,
+            call_credentials=None,
+            insecure=False,
+            compression=None,
+            wait_for_ready=None,
+            timeout=None,
+            metadata=None):
+        return grpc.experimental.unary_unary(
+            request,
+            target,
+            '/tmf629.v1.CustomerManagementService/ListCreditCategories',
+            tmf629_dot_v1_dot_service__pb2.ListCreditCategoriesRequest.SerializeToString,
+            tmf629_dot_v1_dot_service__pb2.ListCreditCategoriesResponse.FromString,
+            options,
+            channel_credentials,
+            insecure,
+            call_credentials,
+            compression,
+            wait_for_ready,
+            timeout,
+            metadata,
+            _registered_method=True)
+
+    @staticmethod
+    def UpdateCreditCategory(request,
+            target,
+            options=(),
+            channel_credentials=None,
+            call_credentials=None,
+            insecure=False,
+            compression=None,
+            wait_for_ready=None,
+            timeout=None,
+            metadata=None):
+        return grpc.experimental.unary_unary(
+            request,
+            target,
+            '/tmf629.v1.CustomerManagementService/UpdateCreditCategory',
+            tmf629_dot_v1_dot_service__pb2.UpdateCreditCategoryRequest.SerializeToString,
+            tmf629_dot_v1_dot_credit__category__pb2.CreditCategory.FromString,
+            options,
+            channel_credentials,
+            insecure,
+            call_credentials,
+            compression,
+            wait_for_ready,
+            timeout,
+            metadata,
+            _registered_method=True)
+
+    @staticmethod
+    def DeleteCreditCategory(request,
+            target,
+            options=(),
+            channel_credentials=None,
+            call_credentials=None,
+            insecure=False,
+            compression=None,
+            wait_for_ready=None,
+            timeout=None,
+            metadata=None):
+        return grpc.experimental.unary_unary(
+            request,
+            target,
+            '/tmf629.v1.CustomerManagementService/DeleteCreditCategory',
+            tmf629_dot_v1_dot_service__pb2.DeleteCreditCategoryRequest.SerializeToString,
+            google_dot_protobuf_dot_empty__pb2.Empty.FromString,
+            options,
+            channel_credentials,
+            insecure,
+            call_credentials,
+            compression,
+            wait_for_ready,
+            timeout,
+            metadata,
+            _registered_method=True)
+
+    @staticmethod
+    def ListChanges(request,
+            target,
+            options=(),
+            channel_credentials=None,
+            call_credentials=None,
+            insecure=False,
+            compression=None,
+            wait_for_ready=None,
+            timeout=None,
+            metadata=None):
+        return grpc.experimental.unary_unary(
+            request,
+            target,
+            '/tmf629.v1.CustomerManagementService/ListChanges',
+            tmf629_dot_v1_dot_history__pb2.ListChangesRequest.SerializeToString,
+            tmf629_dot_v1_dot_history__pb2.ListChangesResponse.FromString,
             options,
             channel_credentials,
             insecure,

@@ -6,9 +6,11 @@ isort:skip_file
 from collections import abc as _abc
 from google.protobuf import empty_pb2 as _empty_pb2
 from grpc import aio as _aio
+from tmf629.v1 import credit_category_pb2 as _credit_category_pb2
 from tmf629.v1 import customer_account_pb2 as _customer_account_pb2
 from tmf629.v1 import customer_pb2 as _customer_pb2
 from tmf629.v1 import events_pb2 as _events_pb2
+from tmf629.v1 import history_pb2 as _history_pb2
 from tmf629.v1 import payment_mean_pb2 as _payment_mean_pb2
 from tmf629.v1 import service_pb2 as _service_pb2
 import abc as _abc_1
@@ -87,6 +89,24 @@ class CustomerManagementServiceStub:
     """
     DeletePaymentMean: _grpc.UnaryUnaryMultiCallable[_service_pb2.DeletePaymentMeanRequest, _empty_pb2.Empty]
     """Deletes a PaymentMean."""
+    CreateCreditCategory: _grpc.UnaryUnaryMultiCallable[_service_pb2.CreateCreditCategoryRequest, _credit_category_pb2.CreditCategory]
+    """Creates a CreditCategory. A retry with the same `request_id` returns the first
+    result and creates nothing.
+    """
+    GetCreditCategory: _grpc.UnaryUnaryMultiCallable[_service_pb2.GetCreditCategoryRequest, _credit_category_pb2.CreditCategory]
+    """Gets a CreditCategory by id or by code."""
+    ListCreditCategories: _grpc.UnaryUnaryMultiCallable[_service_pb2.ListCreditCategoriesRequest, _service_pb2.ListCreditCategoriesResponse]
+    """Lists CreditCategories, newest first unless `order_by` says otherwise."""
+    UpdateCreditCategory: _grpc.UnaryUnaryMultiCallable[_service_pb2.UpdateCreditCategoryRequest, _credit_category_pb2.CreditCategory]
+    """Updates a CreditCategory: the fields named by `update_mask`, the populated fields
+    without a mask, the whole resource with the mask `*`. The code never changes.
+    """
+    DeleteCreditCategory: _grpc.UnaryUnaryMultiCallable[_service_pb2.DeleteCreditCategoryRequest, _empty_pb2.Empty]
+    """Deletes a CreditCategory that no CustomerAccount names."""
+    ListChanges: _grpc.UnaryUnaryMultiCallable[_history_pb2.ListChangesRequest, _history_pb2.ListChangesResponse]
+    """Lists the field-level history of one resource, newest first: every create,
+    update and delete with its time, caller and the fields it changed. Read-only.
+    """
     WatchEvents: _grpc.UnaryStreamMultiCallable[_events_pb2.WatchEventsRequest, _events_pb2.WatchEventsResponse]
     """Streams every committed change, in commit order, from now or from a resume
     token, optionally after the current state. Idle streams get heartbeats.
@@ -146,6 +166,24 @@ class CustomerManagementServiceAsyncStub(CustomerManagementServiceStub):
     """
     DeletePaymentMean: _aio.UnaryUnaryMultiCallable[_service_pb2.DeletePaymentMeanRequest, _empty_pb2.Empty]  # type: ignore[assignment]
     """Deletes a PaymentMean."""
+    CreateCreditCategory: _aio.UnaryUnaryMultiCallable[_service_pb2.CreateCreditCategoryRequest, _credit_category_pb2.CreditCategory]  # type: ignore[assignment]
+    """Creates a CreditCategory. A retry with the same `request_id` returns the first
+    result and creates nothing.
+    """
+    GetCreditCategory: _aio.UnaryUnaryMultiCallable[_service_pb2.GetCreditCategoryRequest, _credit_category_pb2.CreditCategory]  # type: ignore[assignment]
+    """Gets a CreditCategory by id or by code."""
+    ListCreditCategories: _aio.UnaryUnaryMultiCallable[_service_pb2.ListCreditCategoriesRequest, _service_pb2.ListCreditCategoriesResponse]  # type: ignore[assignment]
+    """Lists CreditCategories, newest first unless `order_by` says otherwise."""
+    UpdateCreditCategory: _aio.UnaryUnaryMultiCallable[_service_pb2.UpdateCreditCategoryRequest, _credit_category_pb2.CreditCategory]  # type: ignore[assignment]
+    """Updates a CreditCategory: the fields named by `update_mask`, the populated fields
+    without a mask, the whole resource with the mask `*`. The code never changes.
+    """
+    DeleteCreditCategory: _aio.UnaryUnaryMultiCallable[_service_pb2.DeleteCreditCategoryRequest, _empty_pb2.Empty]  # type: ignore[assignment]
+    """Deletes a CreditCategory that no CustomerAccount names."""
+    ListChanges: _aio.UnaryUnaryMultiCallable[_history_pb2.ListChangesRequest, _history_pb2.ListChangesResponse]  # type: ignore[assignment]
+    """Lists the field-level history of one resource, newest first: every create,
+    update and delete with its time, caller and the fields it changed. Read-only.
+    """
     WatchEvents: _aio.UnaryStreamMultiCallable[_events_pb2.WatchEventsRequest, _events_pb2.WatchEventsResponse]  # type: ignore[assignment]
     """Streams every committed change, in commit order, from now or from a resume
     token, optionally after the current state. Idle streams get heartbeats.
@@ -298,6 +336,60 @@ class CustomerManagementServiceServicer(metaclass=_abc_1.ABCMeta):
         context: _ServicerContext,
     ) -> _typing.Union[_empty_pb2.Empty, _abc.Awaitable[_empty_pb2.Empty]]:
         """Deletes a PaymentMean."""
+
+    @_abc_1.abstractmethod
+    def CreateCreditCategory(
+        self,
+        request: _service_pb2.CreateCreditCategoryRequest,
+        context: _ServicerContext,
+    ) -> _typing.Union[_credit_category_pb2.CreditCategory, _abc.Awaitable[_credit_category_pb2.CreditCategory]]:
+        """Creates a CreditCategory. A retry with the same `request_id` returns the first
+        result and creates nothing.
+        """
+
+    @_abc_1.abstractmethod
+    def GetCreditCategory(
+        self,
+        request: _service_pb2.GetCreditCategoryRequest,
+        context: _ServicerContext,
+    ) -> _typing.Union[_credit_category_pb2.CreditCategory, _abc.Awaitable[_credit_category_pb2.CreditCategory]]:
+        """Gets a CreditCategory by id or by code."""
+
+    @_abc_1.abstractmethod
+    def ListCreditCategories(
+        self,
+        request: _service_pb2.ListCreditCategoriesRequest,
+        context: _ServicerContext,
+    ) -> _typing.Union[_service_pb2.ListCreditCategoriesResponse, _abc.Awaitable[_service_pb2.ListCreditCategoriesResponse]]:
+        """Lists CreditCategories, newest first unless `order_by` says otherwise."""
+
+    @_abc_1.abstractmethod
+    def UpdateCreditCategory(
+        self,
+        request: _service_pb2.UpdateCreditCategoryRequest,
+        context: _ServicerContext,
+    ) -> _typing.Union[_credit_category_pb2.CreditCategory, _abc.Awaitable[_credit_category_pb2.CreditCategory]]:
+        """Updates a CreditCategory: the fields named by `update_mask`, the populated fields
+        without a mask, the whole resource with the mask `*`. The code never changes.
+        """
+
+    @_abc_1.abstractmethod
+    def DeleteCreditCategory(
+        self,
+        request: _service_pb2.DeleteCreditCategoryRequest,
+        context: _ServicerContext,
+    ) -> _typing.Union[_empty_pb2.Empty, _abc.Awaitable[_empty_pb2.Empty]]:
+        """Deletes a CreditCategory that no CustomerAccount names."""
+
+    @_abc_1.abstractmethod
+    def ListChanges(
+        self,
+        request: _history_pb2.ListChangesRequest,
+        context: _ServicerContext,
+    ) -> _typing.Union[_history_pb2.ListChangesResponse, _abc.Awaitable[_history_pb2.ListChangesResponse]]:
+        """Lists the field-level history of one resource, newest first: every create,
+        update and delete with its time, caller and the fields it changed. Read-only.
+        """
 
     @_abc_1.abstractmethod
     def WatchEvents(

@@ -10,14 +10,17 @@ from google.protobuf.empty_pb2 import Empty
 
 from customer_management.api.handlers import Context
 from customer_management.changes.watching import Watching
+from customer_management.domain.history import History
 from customer_management.domain.kinds import M
 from customer_management.domain.pin_checks import PinChecks
 from customer_management.domain.service import ResourceService
 from customer_management.domain.wire import Encoded
 from tmf629.v1 import service_pb2 as pb
+from tmf629.v1.credit_category_pb2 import CreditCategory
 from tmf629.v1.customer_account_pb2 import CustomerAccount
 from tmf629.v1.customer_pb2 import Customer
 from tmf629.v1.events_pb2 import WatchEventsRequest, WatchEventsResponse
+from tmf629.v1.history_pb2 import ListChangesRequest, ListChangesResponse
 from tmf629.v1.payment_mean_pb2 import PaymentMean
 
 
@@ -29,14 +32,18 @@ class CustomerManagementServicer:
         customers: ResourceService[Customer],
         customer_accounts: ResourceService[CustomerAccount],
         payment_means: ResourceService[PaymentMean],
+        credit_categories: ResourceService[CreditCategory],
         watching: Watching,
         pin_checks: PinChecks,
+        history: History,
     ) -> None:
         self._customers = customers
         self._pin_checks = pin_checks
         self._accounts = customer_accounts
         self._payment_means = payment_means
+        self._credit_categories = credit_categories
         self._watching = watching
+        self._history = history
 
     # Customer
 
@@ -166,6 +173,57 @@ class CustomerManagementServicer:
     ) -> Empty:
         await self._payment_means.delete(request.id, request.etag)
         return Empty()
+
+    # CreditCategory
+
+    async def CreateCreditCategory(
+        self, request: pb.CreateCreditCategoryRequest, context: Context
+    ) -> Encoded:
+        return await self._credit_categories.create(request.credit_category, request.request_id)
+
+    async def GetCreditCategory(
+        self, request: pb.GetCreditCategoryRequest, context: Context
+    ) -> CreditCategory | Encoded:
+        if not request.code:
+            return await _get(self._credit_categories, request.id, request, context)
+        return await self._credit_categories.lookup(
+            request.id, {"code": request.code}, request.read_mask
+        )
+
+    async def ListCreditCategories(
+        self, request: pb.ListCreditCategoriesRequest, context: Context
+    ) -> pb.ListCreditCategoriesResponse:
+        page = await self._credit_categories.list(
+            request.page_size,
+            request.page_token,
+            request.filter,
+            request.order_by,
+            request.read_mask,
+            request.include_total_size,
+        )
+        return pb.ListCreditCategoriesResponse(
+            credit_categories=page.items,
+            next_page_token=page.next_page_token,
+            total_size=page.total_size,
+        )
+
+    async def UpdateCreditCategory(
+        self, request: pb.UpdateCreditCategoryRequest, context: Context
+    ) -> Encoded:
+        return await self._credit_categories.update(request.credit_category, request.update_mask)
+
+    async def DeleteCreditCategory(
+        self, request: pb.DeleteCreditCategoryRequest, context: Context
+    ) -> Empty:
+        await self._credit_categories.delete(request.id, request.etag)
+        return Empty()
+
+    # History
+
+    async def ListChanges(
+        self, request: ListChangesRequest, context: Context
+    ) -> ListChangesResponse:
+        return await self._history.list(request)
 
     # Events
 

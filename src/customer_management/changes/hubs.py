@@ -31,7 +31,7 @@ CALLBACK_MAX = 2048
 QUERY_MAX = 2048
 FAILING_AFTER = 5
 """Failed deliveries in a row after which a listener is reported as failing."""
-_PAYLOAD_NAMES = ("customer", "customerAccount", "paymentMean")
+_PAYLOAD_NAMES = ("customer", "customerAccount", "paymentMean", "creditCategory")
 """What `event.` is followed by in TMF's attribute paths of notifications."""
 
 

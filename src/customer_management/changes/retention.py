@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from datetime import UTC, datetime, timedelta
 
-from customer_management.store import outbox, resources
+from customer_management.store import history, outbox, resources
 from customer_management.store.database import Database
 
 
@@ -18,3 +18,10 @@ async def forget_old_events(database: Database, retention: timedelta) -> int:
     """Events older than `retention` go; a token from before them has expired."""
     before = datetime.now(UTC) - retention
     return await database.write(lambda session, _: outbox.prune(session, before))
+
+
+async def forget_old_history(database: Database, retention: timedelta) -> int:
+    """Field-level history entries older than `retention` go (events are pruned apart:
+    the history never depends on them)."""
+    before = datetime.now(UTC) - retention
+    return await database.write(lambda session, _: history.prune(session, before))

@@ -99,6 +99,9 @@ class CustomerAccountKind(Kind[CustomerAccount]):
             for j, ref in enumerate(relationship.customer_account):
                 here = f"{path}.customer_account_relationship[{i}].customer_account[{j}]"
                 slots.append(RefSlot(here, "customer_account", ref))
+        if resource.HasField("credit_category"):
+            here = f"{path}.credit_category"
+            slots.append(RefSlot(here, "credit_category", resource.credit_category, key="code"))
         for i, plan in enumerate(resource.payment_plan):
             if plan.HasField("payment_mean"):
                 here = f"{path}.payment_plan[{i}].payment_mean"

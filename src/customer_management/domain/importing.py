@@ -1,4 +1,4 @@
-"""Bulk import of TMF JSON: one resource per line, the three kinds mixed.
+"""Bulk import of TMF JSON: one resource per line, the kinds mixed.
 
 Each line goes through the checks a Create makes (`ResourceService.prepare`, references,
 unique keys); a line that fails them is reported and skipped, and the load goes on. A
@@ -23,7 +23,6 @@ from sqlalchemy.orm import Session
 
 from customer_management.domain.errors import DomainError, InvalidArgument
 from customer_management.domain.ids import new_id
-from customer_management.domain.notifications import Change
 from customer_management.domain.pins import hash_pin
 from customer_management.domain.service import NewRows, ResourceService
 from customer_management.domain.validation import key_problem
@@ -37,6 +36,7 @@ TYPES = {
     "Customer": "customer",
     "CustomerAccount": "customer_account",
     "PaymentMean": "payment_mean",
+    "CreditCategory": "credit_category",
 }
 """The `@type` each line carries, and the kind it names."""
 
@@ -160,21 +160,28 @@ class Importer:
                     report.rejected.append(Rejected(line.number, error.message))
                 continue
             taken.add((line.kind, "id", line.id))
-            known.setdefault(line.kind, {})[line.id] = _target(new)
+            target = _target(new)
+            known.setdefault((line.kind, "id"), {})[line.id] = target
+            if target.code:  # the key other lines name a credit category by
+                known.setdefault((line.kind, "code"), {})[target.code] = target
             rows.add(line.kind, new.id, new.values, new.children)
-            service.record(session, Change.CREATE, new.output, 1, now)
+            service.record_new(session, new, IMPORT)
             report.loaded[line.kind] += 1
         rows.insert(session)
         return report
 
     def _targets(
         self, session: Session, lines: list[_Line]
-    ) -> dict[str, dict[str, resources.Target]]:
-        wanted: dict[str, set[str]] = {}
+    ) -> dict[tuple[str, str], dict[str, resources.Target]]:
+        """What the batch's references name, by kind and key, then by the key's value."""
+        wanted: dict[tuple[str, str], set[str]] = {}
         for line in lines:
             for slot in self.services[line.kind].kind.references(line.resource):
-                wanted.setdefault(slot.kind, set()).add(slot.ref.id)
-        return {kind: resources.targets(session, kind, ids) for kind, ids in wanted.items()}
+                wanted.setdefault((slot.kind, slot.key), set()).add(slot.value)
+        return {
+            (kind, key): resources.targets(session, kind, values, key)
+            for (kind, key), values in wanted.items()
+        }
 
     def _taken(self, session: Session, lines: list[_Line]) -> set[tuple[str, str, str]]:
         """The ids and unique keys of the batch that stored resources already hold."""
@@ -197,5 +204,9 @@ class Importer:
 def _target(new: NewRows) -> resources.Target:
     values = new.values
     return resources.Target(
-        new.id, values["name"], values.get("description", ""), values.get("status", "")
+        new.id,
+        values.get("name", ""),
+        values.get("description", ""),
+        values.get("status", ""),
+        values.get("code", ""),
     )

@@ -23,6 +23,7 @@ COLLECTIONS = {
     "customer": "customer",
     "customer_account": "customerAccount",
     "payment_mean": "paymentMean",
+    "credit_category": "creditCategory",
 }
 """Each kind's href path segment, as in TMF's REST binding."""
 NAME_MAX = 1024
@@ -38,11 +39,17 @@ VALUE_MAX = 512
 
 @dataclass(frozen=True)
 class RefSlot:
-    """A reference inside a resource: `ref.id` must name an existing `kind`."""
+    """A reference inside a resource: `ref.<key>` (its id, or a key that never changes,
+    such as a credit category's code) must name an existing `kind`."""
 
     path: str
     kind: str
     ref: Any
+    key: str = "id"
+
+    @property
+    def value(self) -> str:
+        return str(getattr(self.ref, self.key))
 
 
 class Kind(Generic[M]):

@@ -11,7 +11,13 @@ from google.protobuf.field_mask_pb2 import FieldMask
 from google.protobuf.message import Message
 
 from customer_management.domain.errors import FieldViolation, InvalidArgument
-from tmf629.v1 import common_pb2, customer_account_pb2, customer_pb2, payment_mean_pb2
+from tmf629.v1 import (
+    common_pb2,
+    credit_category_pb2,
+    customer_account_pb2,
+    customer_pb2,
+    payment_mean_pb2,
+)
 
 T = TypeVar("T", bound=Message)
 WILDCARD = "*"
@@ -32,9 +38,11 @@ OUTPUT_ONLY: dict[str, frozenset[str]] = {
         customer_pb2.Customer,
         customer_account_pb2.CustomerAccount,
         payment_mean_pb2.PaymentMean,
+        credit_category_pb2.CreditCategory,
         common_pb2.CustomerRef,
         common_pb2.CustomerAccountRef,
         common_pb2.PaymentMeanRef,
+        common_pb2.CreditCategoryRef,
     )
 }
 """The fields of resources and references that only the server sets; what callers send

@@ -1,4 +1,5 @@
-"""The nine TMF629 notifications: which one a change is, and what its event carries."""
+"""The nine TMF629 notifications and this service's three for credit categories: which
+one a change is, and what its event carries."""
 
 from __future__ import annotations
 
@@ -33,6 +34,11 @@ EVENT_TYPES: dict[str, dict[Change, EventType.ValueType]] = {
         Change.CREATE: EventType.EVENT_TYPE_PAYMENT_MEAN_CREATE_NOTIFICATION,
         Change.UPDATE: EventType.EVENT_TYPE_PAYMENT_MEAN_UPDATE_NOTIFICATION,
         Change.DELETE: EventType.EVENT_TYPE_PAYMENT_MEAN_DELETE_NOTIFICATION,
+    },
+    "credit_category": {  # beyond TMF629's nine, appended to the enum
+        Change.CREATE: EventType.EVENT_TYPE_CREDIT_CATEGORY_CREATE_NOTIFICATION,
+        Change.UPDATE: EventType.EVENT_TYPE_CREDIT_CATEGORY_UPDATE_NOTIFICATION,
+        Change.DELETE: EventType.EVENT_TYPE_CREDIT_CATEGORY_DELETE_NOTIFICATION,
     },
 }
 KIND_OF_TYPE: dict[int, str] = {

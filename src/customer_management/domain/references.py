@@ -1,5 +1,5 @@
 """References between resources: each must name a resource that exists, and comes back
-with that resource's href and name (and description, status) filled in."""
+with that resource's href and name (and id, description, status) filled in."""
 
 from __future__ import annotations
 
@@ -19,25 +19,26 @@ def resolve(
     kind: Kind[M],
     resource: M,
     base_url: str,
-    known: Mapping[str, Mapping[str, resources.Target]] | None = None,
+    known: Mapping[tuple[str, str], Mapping[str, resources.Target]] | None = None,
 ) -> None:
     """Checks that every reference names an existing resource and copies its name in.
 
-    `known`: the targets already read, by kind and id, in place of a query (bulk loads).
+    `known`: the targets already read, by kind and key (`id`, `code`) and then by that
+    key's value, in place of a query (bulk loads).
     """
-    by_kind: dict[str, list[RefSlot]] = {}
+    by_kind: dict[tuple[str, str], list[RefSlot]] = {}
     for slot in kind.references(resource):
-        by_kind.setdefault(slot.kind, []).append(slot)
+        by_kind.setdefault((slot.kind, slot.key), []).append(slot)
     missing: list[RefSlot] = []
-    for target_kind, slots in by_kind.items():
+    for (target_kind, key), slots in by_kind.items():
         found = (
-            known.get(target_kind, {})
+            known.get((target_kind, key), {})
             if known is not None
-            else resources.targets(session, target_kind, (slot.ref.id for slot in slots))
+            else resources.targets(session, target_kind, (slot.value for slot in slots), key)
         )
         prefix = href_base(base_url, target_kind)
         for slot in slots:
-            target = found.get(slot.ref.id)
+            target = found.get(slot.value)
             if target is None:
                 missing.append(slot)
                 continue
@@ -45,11 +46,11 @@ def resolve(
     if missing:
         raise FailedPrecondition(
             "references name resources that do not exist: "
-            + ", ".join(f"{slot.path} ({slot.kind} {slot.ref.id})" for slot in missing),
+            + ", ".join(f"{slot.path} ({slot.kind} {slot.value})" for slot in missing),
             reason="REFERENCE_NOT_FOUND",
             violations=[
                 PreconditionViolation(
-                    "REFERENCE_NOT_FOUND", f"{slot.kind}/{slot.ref.id}", f"named by {slot.path}"
+                    "REFERENCE_NOT_FOUND", f"{slot.kind}/{slot.value}", f"named by {slot.path}"
                 )
                 for slot in missing
             ],
@@ -58,9 +59,8 @@ def resolve(
 
 def _fill(ref: Any, href: str, target: resources.Target) -> None:
     fields = ref.DESCRIPTOR.fields_by_name
+    ref.id = target.id
     ref.href = href
-    ref.name = target.name
-    if "description" in fields:
-        ref.description = target.description
-    if "status" in fields:
-        ref.status = target.status
+    for name in ("name", "description", "status"):
+        if name in fields:
+            setattr(ref, name, getattr(target, name))

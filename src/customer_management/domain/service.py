@@ -17,7 +17,14 @@ from google.protobuf.field_mask_pb2 import FieldMask
 from sqlalchemy import Connection
 from sqlalchemy.orm import Session
 
-from customer_management.domain import callers, idempotency, listing, references, wire
+from customer_management.domain import (
+    callers,
+    history,
+    idempotency,
+    listing,
+    references,
+    wire,
+)
 from customer_management.domain.cache import DELETED, GONE, ResourceCache
 from customer_management.domain.errors import (
     Aborted,
@@ -122,7 +129,7 @@ class ResourceService(Generic[M]):
                 check_unique(session, self.kind, new.values, None)
             resources.insert(session, self.kind.kind, new.values)
             resources.replace_children(session, self.kind.kind, new.id, new.children, new=True)
-            self.record(session, Change.CREATE, new.output, 1, new.time)
+            self.record_new(session, new, by)
             if request_id:
                 resources.save_request(
                     session, request_id, self._method, request_hash, new.output.wire, new.time
@@ -318,7 +325,18 @@ class ResourceService(Generic[M]):
                 )
             written = resources.Written(id, row.version + 1, row.create_time, now, body)
             output = Encoded(id, self.outputs.wire(written))
-            self.record(session, Change.UPDATE, output, written.version, now, changed)
+            self.record(
+                session,
+                Change.UPDATE,
+                output,
+                written.version,
+                now,
+                changed,
+                by=by,
+                before=row.body,
+                after=body,
+                secrets=("pin",) if "pin" in paths else (),
+            )
             return output
 
         return await self.database.write(unit, lock=(self.kind.kind, id))
@@ -326,6 +344,7 @@ class ResourceService(Generic[M]):
     async def delete(self, id: str, etag: str) -> None:
         require_id(id)
         await self._precheck(id, etag)
+        by = callers.current.get()
 
         def unit(session: Session, run: Run) -> None:
             row = resources.lock(session, self.kind.kind, id)
@@ -348,7 +367,16 @@ class ResourceService(Generic[M]):
                 )
             last = Encoded(row.id, self.outputs.wire(row))
             resources.delete(session, self.kind.kind, id)
-            self.record(session, Change.DELETE, last, DELETED, datetime.now(UTC))
+            self.record(
+                session,
+                Change.DELETE,
+                last,
+                DELETED,
+                datetime.now(UTC),
+                by=by,
+                before=row.body,
+                version_before=row.version,
+            )
 
         await self.database.write(unit, lock=(self.kind.kind, id))
 
@@ -393,7 +421,7 @@ class ResourceService(Generic[M]):
         check_message(resource, self.kind.field, v)
         self.kind.check(resource, previous, v)
         for slot in self.kind.references(resource):
-            v.require(f"{slot.path}.id", slot.ref.id)
+            v.require(f"{slot.path}.{slot.key}", slot.value)
         v.raise_if_any()
 
     def _body(self, resource: M) -> bytes:
@@ -411,10 +439,24 @@ class ResourceService(Generic[M]):
         self,
         session: Session,
         resource: M,
-        known: Mapping[str, Mapping[str, resources.Target]] | None = None,
+        known: Mapping[tuple[str, str], Mapping[str, resources.Target]] | None = None,
     ) -> None:
         """Checks every reference and fills it in (see domain/references.py)."""
         references.resolve(session, self.kind, resource, self.settings.base_url, known)
+
+    def record_new(self, session: Session, new: NewRows, by: str) -> None:
+        """Adds a new resource's Create event and history entry."""
+        secrets = ("pin",) if new.values.get("pin_hash") else ()
+        self.record(
+            session,
+            Change.CREATE,
+            new.output,
+            1,
+            new.time,
+            by=by,
+            after=new.values["body"],
+            secrets=secrets,
+        )
 
     def record(
         self,
@@ -424,9 +466,29 @@ class ResourceService(Generic[M]):
         version: int,
         time: datetime,
         changed: Sequence[str] = (),
+        *,
+        by: str,
+        before: bytes | None = None,
+        after: bytes | None = None,
+        secrets: Sequence[str] = (),
+        version_before: int = 0,
     ) -> None:
         """Adds the change's event, `resource` as the change left it (the last state of
-        a deleted one) at `version`."""
+        a deleted one) at `version`, and its history entry: the stored form `before` and
+        `after` it, by caller `by`, and the `secrets` it set (named, never shown)."""
+        if self.settings.history:
+            history.record(
+                session,
+                self.kind.kind,
+                change,
+                resource_id=resource.id,
+                time=time,
+                caller=by,
+                version=version_before or version,
+                before=before,
+                after=after,
+                secrets=secrets,
+            )
         built = header(self.kind.kind, change, time, changed)
         outbox.record(
             session,

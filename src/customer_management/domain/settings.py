@@ -12,3 +12,5 @@ class Settings:
     previous_peppers: tuple[bytes, ...] = ()
     """Peppers being rotated out: PINs hashed with them still verify, and are hashed
     again with `pin_pepper` when they do."""
+    history: bool = True
+    """Whether every change also gets its field-level history entry."""

@@ -84,7 +84,7 @@ class Gateway:
             resource = _Resource(services[kind])
             name = services[kind].kind.message_type.DESCRIPTOR.name
             path = f"{BASE_PATH}/{collection}"
-            self._route("GET", path, resource.list, f"List{name}s")
+            self._route("GET", path, resource.list, f"List{_plural(name)}")
             self._route("POST", path, resource.create, f"Create{name}")
             self._route("GET", path + "/{id}", resource.get, f"Get{name}")
             self._route("PATCH", path + "/{id}", resource.patch, f"Update{name}")
@@ -436,3 +436,8 @@ def _unrouted(request: web.Request) -> Method:
     if request.path.startswith(f"{BASE_PATH}/hub"):
         return METHODS["WatchEvents"]
     return METHODS["GetCustomer" if request.method == "GET" else "UpdateCustomer"]
+
+
+def _plural(name: str) -> str:
+    """The plural the service's List methods use: Customers, CreditCategories."""
+    return name[:-1] + "ies" if name.endswith("y") else name + "s"

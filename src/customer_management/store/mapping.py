@@ -25,6 +25,7 @@ from customer_management.store.models import (
 )
 from customer_management.store.search_keys import email_key, phone_key
 from tmf629.v1.common_pb2 import TimePeriod
+from tmf629.v1.credit_category_pb2 import CreditCategory
 from tmf629.v1.customer_account_pb2 import CustomerAccount
 from tmf629.v1.customer_pb2 import Customer
 from tmf629.v1.payment_mean_pb2 import PaymentMean
@@ -56,12 +57,13 @@ class Field:
         return self.child is None and not self.text
 
 
-def fields_index(**extra: Field) -> dict[str, Field]:
-    """Filter names: the fields every resource has plus `extra` (given by TMF JSON path
-    with `__` for `.`), each also under its proto (snake_case) path."""
+def fields_index(*, named: bool = True, **extra: Field) -> dict[str, Field]:
+    """Filter names: the fields every resource has (and `name`, TMF's display name, for
+    TMF's resources) plus `extra` (given by TMF JSON path with `__` for `.`), each also
+    under its proto (snake_case) path."""
     fields = {
         "id": Field("id", str),
-        "name": Field("name", str),
+        **({"name": Field("name", str)} if named else {}),
         "createTime": Field("create_time", datetime),
         **{path.replace("__", "."): field for path, field in extra.items()},
     }
@@ -196,6 +198,7 @@ class CustomerAccountMapping(Mapping[CustomerAccount]):
         receivableBalance=Field("receivable_balance", Decimal, nullable=True),
         externalReference=Field("external_reference", str, nullable=True),
         customer__id=Field("customer_id", str, nullable=True),
+        creditCategory__code=Field("credit_category_code", str, nullable=True),
         customerAccountRelationship__relationshipType=Field(
             "relationship_type", str, AccountRelationshipLink
         ),
@@ -216,6 +219,9 @@ class CustomerAccountMapping(Mapping[CustomerAccount]):
             "receivable_balance": _amount(resource, "receivable_balance"),
             "customer_id": resource.customer.id if resource.HasField("customer") else None,
             "external_reference": resource.external_reference or None,
+            "credit_category_code": (
+                resource.credit_category.code if resource.HasField("credit_category") else None
+            ),
         }
 
     def children(self, resource: CustomerAccount, phone_region: str) -> Children:
@@ -273,9 +279,21 @@ class PaymentMeanMapping(Mapping[PaymentMean]):
         }
 
 
+class CreditCategoryMapping(Mapping[CreditCategory]):
+    fields = fields_index(
+        named=False,
+        updateTime=Field("update_time", datetime),
+        code=Field("code", str),
+    )
+
+    def columns(self, resource: CreditCategory) -> dict[str, Any]:
+        return {"code": resource.code, "description": resource.description}
+
+
 MAPPINGS: dict[str, Mapping[Any]] = {
     "customer": CustomerMapping(),
     "customer_account": CustomerAccountMapping(),
     "payment_mean": PaymentMeanMapping(),
+    "credit_category": CreditCategoryMapping(),
 }
 """By kind."""

@@ -24,14 +24,26 @@ def alembic_config(connection: Connection | None = None) -> Config:
 
 def upgrade(database: Database, revision: str = "head") -> None:
     with database.write_engine.connect() as connection:
-        if connection.dialect.name == "postgresql":
+        sqlite = connection.dialect.name == "sqlite"
+        if not sqlite:
             connection.execute(text("SELECT pg_advisory_lock(:key)"), {"key": ADVISORY_LOCK_KEY})
             connection.commit()
+        else:
+            # SQLite changes a table by copying it; with foreign keys on, dropping the old
+            # copy would trip the keys naming it. Its documented procedure: keys off
+            # (outside the transaction), change, check every key, keys on again.
+            raw = connection.connection.driver_connection
+            assert raw is not None
+            raw.execute("PRAGMA foreign_keys=OFF")
         try:
             command.upgrade(alembic_config(connection), revision)
             connection.commit()
+            if sqlite and (broken := raw.execute("PRAGMA foreign_key_check").fetchall()):
+                raise RuntimeError(f"the migration left dangling foreign keys: {broken[:5]}")
         finally:
-            if connection.dialect.name == "postgresql":
+            if sqlite:
+                raw.execute("PRAGMA foreign_keys=ON")
+            else:
                 connection.execute(
                     text("SELECT pg_advisory_unlock(:key)"), {"key": ADVISORY_LOCK_KEY}
                 )

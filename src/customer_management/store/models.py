@@ -122,8 +122,15 @@ class ResourceRow(Base):
     version: Mapped[int] = mapped_column(Integer)
     create_time: Mapped[datetime] = mapped_column(UtcDateTime)
     update_time: Mapped[datetime] = mapped_column(UtcDateTime)
-    name: Mapped[str] = mapped_column(String(1024))
     body: Mapped[bytes] = mapped_column(LargeBinary)
+
+
+class NamedRow(ResourceRow):
+    """TMF's resources: each has a display name."""
+
+    __abstract__ = True
+
+    name: Mapped[str] = mapped_column(String(1024))
 
 
 CUSTOMER_SEARCH = (
@@ -139,7 +146,7 @@ CUSTOMER_SEARCH = (
 )
 
 
-class CustomerRow(ResourceRow):
+class CustomerRow(NamedRow):
     __tablename__ = "customer"
     __table_args__ = search_indexes("customer", CUSTOMER_SEARCH, ("description",))
 
@@ -159,12 +166,13 @@ ACCOUNT_SEARCH = (
     "credit_limit",
     "receivable_balance",
     "customer_id",
+    "credit_category_code",
     "create_time",
     "update_time",
 )
 
 
-class CustomerAccountRow(ResourceRow):
+class CustomerAccountRow(NamedRow):
     __tablename__ = "customer_account"
     __table_args__ = search_indexes("customer_account", ACCOUNT_SEARCH, ("description",))
 
@@ -179,6 +187,9 @@ class CustomerAccountRow(ResourceRow):
     """Verification attempts since the last match (counted before each is checked)."""
     pin_locked_until: Mapped[datetime | None] = mapped_column(UtcDateTime)
     external_reference: Mapped[str | None] = mapped_column(String(128), unique=True)
+    credit_category_code: Mapped[str | None] = mapped_column(
+        ForeignKey("credit_category.code", ondelete="RESTRICT")
+    )
 
 
 PAYMENT_MEAN_SEARCH = (
@@ -193,7 +204,7 @@ PAYMENT_MEAN_SEARCH = (
 )
 
 
-class PaymentMeanRow(ResourceRow):
+class PaymentMeanRow(NamedRow):
     __tablename__ = "payment_mean"
     __table_args__ = search_indexes("payment_mean", PAYMENT_MEAN_SEARCH)
 
@@ -202,6 +213,20 @@ class PaymentMeanRow(ResourceRow):
     valid_for_end: Mapped[datetime | None] = mapped_column(UtcDateTime)
     related_party_id: Mapped[str | None] = mapped_column(String(256))
     related_party_role: Mapped[str | None] = mapped_column(String(256))
+
+
+CREDIT_CATEGORY_SEARCH = ("code", "create_time", "update_time")
+
+
+class CreditCategoryRow(ResourceRow):
+    """Reference data accounts name by `code`, which never changes (so it is the key
+    their rows hold)."""
+
+    __tablename__ = "credit_category"
+    __table_args__ = search_indexes("credit_category", CREDIT_CATEGORY_SEARCH)
+
+    code: Mapped[str] = mapped_column(String(255), unique=True)
+    description: Mapped[str] = mapped_column(String(255))
 
 
 class ContactMediumRow(Base):
@@ -353,6 +378,30 @@ class HubListener(Base):
     lease_until: Mapped[datetime | None] = mapped_column(UtcDateTime)
 
 
+class ChangeRow(Base):
+    """The field-level history: each change of a resource, written in the change's own
+    transaction. It keeps the resource's stored form before and after, and the history
+    entry's field changes are computed from them when read (nothing extra per write)."""
+
+    __tablename__ = "resource_change"
+    __table_args__ = (
+        Index("ix_resource_change_resource", "resource_id", "kind", "seq"),
+        {"sqlite_autoincrement": True},
+    )
+
+    seq: Mapped[int] = mapped_column(BIG_ID, primary_key=True, autoincrement=True)
+    kind: Mapped[str] = mapped_column(String(32))
+    resource_id: Mapped[str] = mapped_column(String(64))
+    change_kind: Mapped[int] = mapped_column(Integer)
+    change_time: Mapped[datetime] = mapped_column(UtcDateTime, index=True)
+    caller: Mapped[str] = mapped_column(String(256))
+    version: Mapped[int] = mapped_column(Integer)
+    before: Mapped[bytes | None] = mapped_column(LargeBinary)
+    after: Mapped[bytes | None] = mapped_column(LargeBinary)
+    secrets: Mapped[str] = mapped_column(String(256))
+    """The secret fields the change set, space-separated: shown changed, never valued."""
+
+
 @dataclass(frozen=True)
 class Reference:
     """Where one resource points at another: `table.column` holds the target's id.
@@ -365,6 +414,8 @@ class Reference:
     column: str
     source_kind: str
     path: str
+    key: str = "id"
+    """The target's column that `column` holds: its id, or a key that never changes."""
 
 
 # Who may point at each kind of resource; deleting a target they name is refused.
@@ -390,6 +441,16 @@ REFERENCES: dict[str, tuple[Reference, ...]] = {
             PaymentPlanRow, "account_id", "payment_mean_id", "customer_account", "payment_plan"
         ),
     ),
+    "credit_category": (
+        Reference(
+            CustomerAccountRow,
+            "id",
+            "credit_category_code",
+            "customer_account",
+            "credit_category",
+            key="code",
+        ),
+    ),
 }
 
 # The child rows each kind owns (rewritten with it, deleted with it).
@@ -406,10 +467,12 @@ CHILDREN: dict[str, tuple[tuple[type[Base], str], ...]] = {
         (AccountBalanceRow, "account_id"),
     ),
     "payment_mean": (),
+    "credit_category": (),
 }
 
 ROWS: dict[str, type[ResourceRow]] = {
     "customer": CustomerRow,
     "customer_account": CustomerAccountRow,
     "payment_mean": PaymentMeanRow,
+    "credit_category": CreditCategoryRow,
 }

@@ -33,6 +33,7 @@ class Target:
     name: str
     description: str
     status: str
+    code: str = ""
 
 
 @dataclass(frozen=True)
@@ -298,9 +299,15 @@ def referrers(session: Session, kind: str, id: str) -> list[Referrer]:
     found: list[Referrer] = []
     for ref in REFERENCES[kind]:
         owner = getattr(ref.table, ref.owner)
+        model = ROWS[kind]
+        target = (
+            id
+            if ref.key == "id"
+            else select(getattr(model, ref.key)).where(model.id == id).scalar_subquery()
+        )
         query = (
             select(owner)
-            .where(getattr(ref.table, ref.column) == id, owner != id)
+            .where(getattr(ref.table, ref.column) == target, owner != id)
             .distinct()
             .order_by(owner)
             .limit(20)
@@ -311,20 +318,23 @@ def referrers(session: Session, kind: str, id: str) -> list[Referrer]:
     return found
 
 
-def targets(session: Session, kind: str, ids: Iterable[str]) -> dict[str, Target]:
+def targets(session: Session, kind: str, keys: Iterable[str], key: str = "id") -> dict[str, Target]:
+    """The resources of `kind` whose `key` column holds one of `keys`, by that value."""
     model = ROWS[kind]
-    wanted = sorted(set(ids))
+    wanted = sorted(set(keys))
     if not wanted:
         return {}
     empty = literal("")
     columns = [
         model.id,
-        model.name,
+        getattr(model, "name", empty),
         getattr(model, "description", empty),
         getattr(model, "status", empty),
+        getattr(model, "code", empty),
     ]
-    rows = session.execute(select(*columns).where(model.id.in_(wanted)))
-    return {id: Target(id, name, description, status) for id, name, description, status in rows}
+    rows = session.execute(select(*columns).where(getattr(model, key).in_(wanted)))
+    found = (Target(*row) for row in rows)
+    return {getattr(target, key): target for target in found}
 
 
 def forget_requests(session: Session, before: datetime) -> int:
