@@ -1,4 +1,4 @@
-"""What every resource kind promises, checked for all three: list, etags, request ids."""
+"""What every resource kind promises, checked for each: list, etags, request ids."""
 
 from __future__ import annotations
 
@@ -12,6 +12,7 @@ import pytest
 from helpers import fails
 from tmf629.v1 import service_pb2 as pb
 from tmf629.v1.common_pb2 import Characteristic, ContactMedium, CustomerRef
+from tmf629.v1.credit_category_pb2 import CreditCategory
 from tmf629.v1.customer_account_pb2 import CustomerAccount
 from tmf629.v1.customer_pb2 import Customer
 from tmf629.v1.payment_mean_pb2 import CreditCard, PaymentMean
@@ -34,14 +35,18 @@ class Kind:
     field: str  # customer_account …
     plural: str  # customer_accounts …
     make: Any
+    immutable: tuple[str, ...] = ()
+    """Fields an update must send unchanged."""
+
+    def method(self, verb: str) -> str:
+        plural = "".join(word.capitalize() for word in self.plural.split("_"))
+        return {"List": f"List{plural}"}.get(verb, f"{verb}{self.name}")
 
     def rpc(self, stub: Any, verb: str) -> Any:
-        name = {"List": f"List{self.name}s"}.get(verb, f"{verb}{self.name}")
-        return getattr(stub, name)
+        return getattr(stub, self.method(verb))
 
     def request(self, verb: str, **fields: Any) -> Any:
-        name = {"List": f"List{self.name}s"}.get(verb, f"{verb}{self.name}")
-        return getattr(pb, f"{name}Request")(**fields)
+        return getattr(pb, f"{self.method(verb)}Request")(**fields)
 
 
 KINDS = [
@@ -57,6 +62,13 @@ KINDS = [
         "payment_mean",
         "payment_means",
         lambda i: PaymentMean(name=f"p{i}", type="CreditCard", credit_card=card()),
+    ),
+    Kind(
+        "CreditCategory",
+        "credit_category",
+        "credit_categories",
+        lambda i: CreditCategory(code=f"cc{i}", description=f"category {i}"),
+        immutable=("code",),
     ),
 ]
 
@@ -87,6 +99,8 @@ async def test_stale_etags_abort_update_and_delete_of_every_kind(stub, kind) -> 
     created = await create(stub, kind, 0)
     changed = kind.make(1)
     changed.id, changed.etag = created.id, created.etag
+    for name in kind.immutable:
+        setattr(changed, name, getattr(created, name))
     updated = await kind.rpc(stub, "Update")(kind.request("Update", **{kind.field: changed}))
     assert updated.etag != created.etag
     await fails(

@@ -18,6 +18,7 @@ from tmf629.v1 import service_pb2 as pb
 from tmf629.v1.common_pb2 import Characteristic, ContactMedium, Medium
 from tmf629.v1.customer_pb2 import Customer
 from tmf629.v1.events_pb2 import Event, EventType
+from tmf629.v1.history_pb2 import ChangeKind
 
 ROUNDS = 5
 WRITERS = 12
@@ -96,6 +97,12 @@ def check_store(database_url: str, seen: Acknowledged) -> None:
                     text("SELECT event_type, resource_id, body FROM event ORDER BY seq")
                 )
             ]
+            history = {
+                (resource_id, change_kind, version)
+                for resource_id, change_kind, version in connection.execute(
+                    text("SELECT resource_id, change_kind, version FROM resource_change")
+                )
+            }
     finally:
         engine.dispose()
 
@@ -122,6 +129,12 @@ def check_store(database_url: str, seen: Acknowledged) -> None:
     for id, (version, _) in seen.updated.items():
         assert (id, version) in updates, "an acknowledged update has no event"
     assert created_events <= set(rows), "an event of a create that is not stored"
+    # The field-level history is written in the same transaction: as durable as the change.
+    for id in seen.created:
+        assert (id, ChangeKind.CHANGE_KIND_CREATE, 1) in history, "a create has no history"
+    for id, (version, _) in seen.updated.items():
+        assert (id, ChangeKind.CHANGE_KIND_UPDATE, version) in history, "an update has no history"
+    assert {id for id, _, _ in history} <= set(rows), "history of a change that is not stored"
 
 
 @pytest.mark.slow

@@ -1,5 +1,6 @@
-"""WatchEvents through a real server: the nine notifications, filters, resume, snapshot,
-heartbeats, slow consumers, budgets, shutdown, replicas and late commits."""
+"""WatchEvents through a real server: the nine notifications (and credit categories'
+three), filters, resume, snapshot, heartbeats, slow consumers, budgets, shutdown,
+replicas and late commits."""
 
 from __future__ import annotations
 
@@ -32,6 +33,7 @@ from helpers import details, fails, latest_token
 from tmf629.v1 import service_pb2 as pb
 from tmf629.v1 import service_pb2_grpc
 from tmf629.v1.common_pb2 import CustomerRef
+from tmf629.v1.credit_category_pb2 import CreditCategory
 from tmf629.v1.customer_account_pb2 import CustomerAccount
 from tmf629.v1.customer_pb2 import Customer
 from tmf629.v1.events_pb2 import EventType, WatchEventsRequest, WatchEventsResponse
@@ -132,6 +134,12 @@ async def customer(stub: Any, name: str = "c", **fields: Any) -> Customer:
     )
 
 
+async def credit_category(stub: Any, code: str, **fields: Any) -> CreditCategory:
+    return await stub.CreateCreditCategory(
+        pb.CreateCreditCategoryRequest(credit_category=CreditCategory(code=code, **fields))
+    )
+
+
 # -- the contract ---------------------------------------------------------------------
 
 
@@ -197,6 +205,37 @@ async def test_all_nine_notifications_carry_the_resource(stub, watch) -> None:
     assert ids == sorted(set(ids))
     assert events[0].event_time == c.create_time
     assert events[1].event_time == c2.update_time
+
+
+async def test_credit_categories_have_three_notifications_and_a_state(stub, watch) -> None:
+    w = await watch()
+    created = await credit_category(stub, "GOLD", description="Gold")
+    updated = await stub.UpdateCreditCategory(
+        pb.UpdateCreditCategoryRequest(
+            credit_category=CreditCategory(id=created.id, description="Golden")
+        )
+    )
+    await stub.DeleteCreditCategory(pb.DeleteCreditCategoryRequest(id=created.id))
+    events = await w.events(3)
+    assert [e.event_type for e in events] == [
+        EventType.EVENT_TYPE_CREDIT_CATEGORY_CREATE_NOTIFICATION,
+        EventType.EVENT_TYPE_CREDIT_CATEGORY_UPDATE_NOTIFICATION,
+        EventType.EVENT_TYPE_CREDIT_CATEGORY_DELETE_NOTIFICATION,
+    ]
+    assert events[0].event.credit_category == created
+    assert events[1].event.credit_category == updated
+    assert list(events[1].changed_fields.paths) == ["description"]
+    assert events[2].event.credit_category == updated
+
+    kept = await credit_category(stub, "SILVER")
+    only = WatchEventsRequest(
+        initial_state=True,
+        event_types=[EventType.EVENT_TYPE_CREDIT_CATEGORY_UPDATE_NOTIFICATION],
+    )
+    snapshot = await watch(only)
+    first = await snapshot.next("snapshot")
+    assert first.snapshot.credit_category == kept
+    await snapshot.next("snapshot_complete")
 
 
 async def test_event_json_has_the_tmf_notification_shape(stub, watch) -> None:

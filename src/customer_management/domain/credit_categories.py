@@ -5,7 +5,7 @@ from __future__ import annotations
 import langcodes
 
 from customer_management.domain.kinds import Kind, RefSlot
-from customer_management.domain.validation import Violations, key_problem
+from customer_management.domain.validation import Violations, key_problem, map_entry_path
 from customer_management.store.mapping import MAPPINGS
 from tmf629.v1.credit_category_pb2 import CreditCategory
 
@@ -35,7 +35,7 @@ class CreditCategoryKind(Kind[CreditCategory]):
             v.add(f"{path}.code", problem)
         v.max_length(f"{path}.description", resource.description, DESCRIPTION_MAX)
         for tag, text in resource.description_i18n.items():
-            here = f'{path}.description_i18n["{tag}"]'
+            here = map_entry_path(f"{path}.description_i18n", tag)
             if "_" in tag or not langcodes.tag_is_valid(tag):  # it reads en_US as en-US
                 v.add(here, f"{tag!r} is not a BCP 47 language tag")
             v.max_length(here, text, DESCRIPTION_MAX)

@@ -28,7 +28,7 @@ from customer_management.domain.ids import require_id
 from customer_management.domain.kinds import Kind
 from customer_management.domain.listing import DEFAULT_PAGE_SIZE, MAX_PAGE_SIZE
 from customer_management.domain.notifications import Change
-from customer_management.domain.validation import representable
+from customer_management.domain.validation import map_entry_path, representable
 from customer_management.store import history as store
 from customer_management.store.database import Database
 from customer_management.store.models import ChangeRow
@@ -224,7 +224,7 @@ def _diff_field(
     elif field.message_type is not None and field.message_type.GetOptions().map_entry:
         value = field.message_type.fields_by_name["value"]
         for key in sorted(set(before) | set(after)):
-            here = f"{path}.{key}"
+            here = map_entry_path(path, key)
             _diff_value(before.get(key, _ABSENT), after.get(key, _ABSENT), value, here, out)
     elif field.is_repeated:
         for i in range(max(len(before), len(after))):

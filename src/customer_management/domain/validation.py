@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import math
+import re
 from datetime import UTC, datetime
 from decimal import Decimal
 from typing import Any
@@ -59,6 +60,17 @@ class Violations:
         if self._by_field:
             violations = list(self._by_field.values())
             raise InvalidArgument("the request has invalid fields", violations=violations)
+
+
+_PLAIN_KEY = re.compile(r"[A-Za-z0-9_-]+")
+
+
+def map_entry_path(path: str, key: str) -> str:
+    """The path of a map's entry, as AIP-161 writes it: `description_i18n.fr`, a key
+    that is not a plain word in backticks."""
+    if _PLAIN_KEY.fullmatch(key):
+        return f"{path}.{key}"
+    return f"{path}.`{key.replace('`', '``')}`"
 
 
 def key_problem(value: str, limit: int = ID_MAX) -> str | None:

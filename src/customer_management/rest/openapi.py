@@ -110,7 +110,7 @@ def _add_schemas(descriptor: Descriptor, schemas: dict[str, Any]) -> None:
         schemas[message.name] = _schema(message, "")
         schemas[message.name + "_FVO"] = _schema(message, "_FVO")
         for field in message.fields:
-            if field.message_type is not None and not _is_timestamp(field):
+            if field.message_type is not None and not _is_timestamp(field) and not _is_map(field):
                 pending.append(field.message_type)
     schemas[descriptor.name + "_MVO"] = _schema(descriptor, "_MVO")
 
@@ -148,6 +148,10 @@ def _schema(message: Descriptor, variant: str) -> dict[str, Any]:
 
 
 def _field_schema(field: FieldDescriptor, variant: str) -> dict[str, Any]:
+    if _is_map(field):  # a JSON object of strings (descriptionI18n)
+        assert field.message_type is not None
+        value = field.message_type.fields_by_name["value"]
+        return {"type": "object", "additionalProperties": dict(_SCALARS[value.type])}
     if _is_timestamp(field):
         item: dict[str, Any] = {"type": "string", "format": "date-time"}
     elif field.message_type is not None:
@@ -159,6 +163,10 @@ def _field_schema(field: FieldDescriptor, variant: str) -> dict[str, Any]:
     if "$ref" in item:
         return {"allOf": [item]}  # a $ref takes no siblings (nullable) in OpenAPI 3.0
     return item
+
+
+def _is_map(field: FieldDescriptor) -> bool:
+    return field.message_type is not None and bool(field.message_type.GetOptions().map_entry)
 
 
 def _is_timestamp(field: FieldDescriptor) -> bool:

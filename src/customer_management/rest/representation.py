@@ -18,7 +18,7 @@ from google.protobuf.descriptor import FieldDescriptor
 from google.protobuf.message import Message
 
 from customer_management.domain.errors import DomainError, FieldViolation, InvalidArgument
-from customer_management.domain.validation import Violations
+from customer_management.domain.validation import Violations, map_entry_path
 
 T = TypeVar("T", bound=Message)
 TIMESTAMP = "google.protobuf.Timestamp"
@@ -85,7 +85,9 @@ def _merge(data: Any, message: Message, path: str, v: Violations) -> None:
             continue
         if value is None:
             continue  # null: absent
-        if field.is_repeated:
+        if _is_map(field):
+            _map(value, getattr(message, field.name), field, here, v)
+        elif field.is_repeated:
             if not isinstance(value, list):
                 v.add(here, "must be a JSON array")
                 continue
@@ -106,6 +108,22 @@ def _merge(data: Any, message: Message, path: str, v: Violations) -> None:
             child = getattr(message, field.name)
             child.SetInParent()
             _merge(value, child, here, v)
+
+
+def _is_map(field: Any) -> bool:
+    return field.message_type is not None and bool(field.message_type.GetOptions().map_entry)
+
+
+def _map(value: Any, target: Any, field: Any, path: str, v: Violations) -> None:
+    """A map of strings (descriptionI18n): a JSON object of JSON strings."""
+    if not isinstance(value, dict):
+        v.add(path, "must be a JSON object")
+        return
+    for key, text in value.items():
+        if not isinstance(text, str):
+            v.add(map_entry_path(path, str(key)), "must be a JSON string")
+            continue
+        target[key] = text
 
 
 def _scalar(message: Message, field: Any, value: Any, path: str, v: Violations) -> None:

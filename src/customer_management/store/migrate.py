@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 from pathlib import Path
+from typing import Any
 
 from alembic import command
 from alembic.config import Config
@@ -25,6 +26,7 @@ def alembic_config(connection: Connection | None = None) -> Config:
 def upgrade(database: Database, revision: str = "head") -> None:
     with database.write_engine.connect() as connection:
         sqlite = connection.dialect.name == "sqlite"
+        raw: Any = None
         if not sqlite:
             connection.execute(text("SELECT pg_advisory_lock(:key)"), {"key": ADVISORY_LOCK_KEY})
             connection.commit()
@@ -33,7 +35,6 @@ def upgrade(database: Database, revision: str = "head") -> None:
             # copy would trip the keys naming it. Its documented procedure: keys off
             # (outside the transaction), change, check every key, keys on again.
             raw = connection.connection.driver_connection
-            assert raw is not None
             raw.execute("PRAGMA foreign_keys=OFF")
         try:
             command.upgrade(alembic_config(connection), revision)
