@@ -38,6 +38,7 @@ from google.protobuf import json_format
 from google.protobuf.message import Message
 from grpc_health.v1 import health_pb2, health_pb2_grpc
 
+from benchmarks import history as bench_history
 from benchmarks import load as bench_load
 from benchmarks import overload as bench_overload
 from benchmarks import reads as bench_reads
@@ -624,6 +625,21 @@ def reads_phase(database: str, workdir: Path, args: argparse.Namespace) -> bench
         )
 
 
+def history_phase(
+    database: str, workdir: Path, args: argparse.Namespace
+) -> bench_history.HistoryRun:
+    with fresh_database(database, workdir, "history") as url:
+        return bench_history.history_run(
+            database,
+            url,
+            workdir,
+            server,
+            load_file,
+            rounds=args.history_rounds,
+            requests=args.history_requests,
+        )
+
+
 def overload_phase(
     database: str, workdir: Path, args: argparse.Namespace
 ) -> bench_overload.OverloadRun:
@@ -668,6 +684,12 @@ def main(argv: list[str] | None = None) -> int:
     )
     parser.add_argument("--reads-requests", type=int, default=50_000, help="per load there")
     parser.add_argument(
+        "--history-rounds", type=int, default=3, help="rounds of the history phase; 0 skips it"
+    )
+    parser.add_argument(
+        "--history-requests", type=int, default=10_000, help="creates per load there"
+    )
+    parser.add_argument(
         "--overload-seconds", type=float, default=10.0, help="of the flood; 0 skips the phase"
     )
     parser.add_argument("--output", default="BENCHMARKS.md")
@@ -678,6 +700,7 @@ def main(argv: list[str] | None = None) -> int:
     loaded: list[bench_load.LoadRun] = []
     reads: list[bench_reads.ReadRun] = []
     overloads: list[bench_overload.OverloadRun] = []
+    histories: list[bench_history.HistoryRun] = []
     with tempfile.TemporaryDirectory(prefix="cm-bench-") as tmp:
         workdir = Path(tmp)
         for database in filter(None, args.databases.split(",")):
@@ -691,6 +714,8 @@ def main(argv: list[str] | None = None) -> int:
             watching += [watched] if watched else []
             if args.reads_rows > 0:
                 reads.append(reads_phase(database, workdir, args))
+            if args.history_rounds > 0:
+                histories.append(history_phase(database, workdir, args))
             if args.overload_seconds > 0:
                 overloads.append(overload_phase(database, workdir, args))
             if args.load_minutes > 0:
@@ -715,6 +740,7 @@ def main(argv: list[str] | None = None) -> int:
         report(rows, args, command)
         + watch_report(watching)
         + bench_reads.report(reads)
+        + bench_history.report(histories)
         + bench_overload.report(overloads)
         + bench_load.report(loaded)
         + bench_tracing.report(traced, args)
@@ -726,6 +752,7 @@ def main(argv: list[str] | None = None) -> int:
         all(row["met"] for row in rows)
         and all(watch_met(run) for run in watching)
         and all(bench_reads.met(run) for run in reads)
+        and all(bench_history.met(run) for run in histories)
         and all(bench_overload.met(run) for run in overloads)
         and all(bench_load.met(run) for run in loaded)
         and (traced is None or bench_tracing.met(traced))

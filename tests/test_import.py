@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import contextlib
 import json
 import subprocess
 import sys
@@ -121,3 +122,40 @@ def test_parallel_import_into_postgresql_keeps_references_in_any_order(
     again = run(postgresql_url, path, "--batch-size", "8", "--workers", "2", "--quiet")
     assert again.returncode == 1 and "rejected 80" in again.stderr
     assert count(url, "SELECT count(*) FROM customer") == 40
+
+
+@pytest.mark.parametrize("database", ["sqlite", "postgresql"])
+def test_import_takes_credit_categories_that_accounts_name_by_code(
+    tmp_path: Path, database: str
+) -> None:
+    ann = customer("Ann")
+    lines = [
+        json.dumps({"@type": "CreditCategory", "code": "GOLD", "descriptionI18n": {"fr": "Or"}}),
+        json.dumps(account("A1", ann["id"], creditCategory={"code": "GOLD"})),  # earlier line
+        json.dumps(account("A2", ann["id"], creditCategory={"code": "SILVER"})),  # none
+        json.dumps({"@type": "CreditCategory", "code": "GOLD"}),  # taken
+        json.dumps({"@type": "CreditCategory", "code": "X", "descriptionI18n": {"english": "x"}}),
+    ]
+    lines.insert(0, json.dumps(ann))
+    path = tmp_path / "categories.jsonl"
+    path.write_text("\n".join(lines) + "\n")
+    with contextlib.ExitStack() as stack:
+        url = (
+            f"sqlite:///{tmp_path / 'import.db'}"
+            if database == "sqlite"
+            else stack.enter_context(contextlib.contextmanager(postgres_database)())
+        )
+        done = run(url, path, "--batch-size", "2", "--workers", "1")
+        assert done.returncode == 1, done.stderr
+        assert (
+            "loaded 3 resources (1 credit_category, 1 customer, 1 customer_account)" in done.stderr
+        ), done.stderr
+        for line, says in [(4, "do not exist"), (5, "code 'GOLD' is taken"), (6, "BCP 47")]:
+            assert any(
+                row.startswith(f"line {line}: ") and says in row for row in done.stderr.splitlines()
+            ), (line, done.stderr)
+        assert count(
+            url, "SELECT count(*) FROM customer_account WHERE credit_category_code = 'GOLD'"
+        )
+        # Every imported resource has its Create in the history, by the importer.
+        assert count(url, "SELECT count(*) FROM resource_change WHERE caller = 'import'") == 3

@@ -385,6 +385,36 @@ async def test_the_other_collections(rest: Rest) -> None:
     assert status == 204
 
 
+async def test_credit_categories_over_rest(rest: Rest) -> None:
+    gold = await rest.create(
+        "creditCategory", {"code": "GOLD", "descriptionI18n": {"fr": "Or", "pt-BR": "Ouro"}}
+    )
+    assert gold["href"].endswith(f"/creditCategory/{gold['id']}")
+    assert gold["descriptionI18n"] == {"fr": "Or", "pt-BR": "Ouro"}
+    account = await rest.create(
+        "customerAccount",
+        {"name": "A", "accountType": "billing", "creditCategory": {"code": "GOLD"}},
+    )
+    assert account["creditCategory"] == {"code": "GOLD", "id": gold["id"], "href": gold["href"]}
+    status, _, listed = await rest.call("GET", "/customerAccount?creditCategory.code=GOLD")
+    assert status == 200 and [x["id"] for x in listed] == [account["id"]]
+    status, _, patched = await rest.call(
+        "PATCH", f"/creditCategory/{gold['id']}", {"description": "Gold", "descriptionI18n": None}
+    )
+    assert status == 200 and (patched["description"], "descriptionI18n" in patched) == (
+        "Gold",
+        False,
+    )
+    for translations, path in (({"de": 1}, "de"), ({"english": "x"}, "english")):
+        status, _, refused = await rest.call(
+            "POST", "/creditCategory", {"code": "X", "descriptionI18n": translations}
+        )
+        assert status == 400
+        assert [v["field"] for v in refused["fieldViolations"]] == [f"descriptionI18n.{path}"]
+    status, _, in_use = await rest.call("DELETE", f"/creditCategory/{gold['id']}")
+    assert (status, in_use["code"]) == (409, "RESOURCE_IN_USE"), in_use
+
+
 async def test_unknown_paths_and_methods_answer_tmf_errors(rest: Rest) -> None:
     status, _, answer = await rest.call("GET", "/nothing")
     assert (status, answer["status"]) == (404, "404")

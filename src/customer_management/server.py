@@ -30,11 +30,8 @@ from customer_management.changes.retention import (
 from customer_management.changes.watching import Watching
 from customer_management.config import Config
 from customer_management.domain.cache import Decode, ResourceCache
-from customer_management.domain.credit_categories import CreditCategoryKind
-from customer_management.domain.customer_accounts import CustomerAccountKind
-from customer_management.domain.customers import CustomerKind
+from customer_management.domain.catalog import every_kind
 from customer_management.domain.history import History
-from customer_management.domain.payment_means import PaymentMeanKind
 from customer_management.domain.pin_checks import PinChecks
 from customer_management.domain.service import ResourceService
 from customer_management.edge.callers import Callers
@@ -272,17 +269,10 @@ class Server:
         # Hrefs name the REST gateway when there is one: that is where they resolve.
         settings = self.config.settings(self.http_port if self.gateway_enabled else self.port)
         cache = self.cache
-        customers = ResourceService(
-            CustomerKind(self.config.phone_region), self.database, settings, cache
+        kinds = every_kind(self.config.phone_region, self.config.card_key.encode())
+        customers, accounts, payment_means, credit_categories = every = tuple(
+            ResourceService(kind, self.database, settings, cache) for kind in kinds
         )
-        accounts = ResourceService(
-            CustomerAccountKind(self.config.phone_region), self.database, settings, cache
-        )
-        payment_means = ResourceService(
-            PaymentMeanKind(self.config.card_key.encode()), self.database, settings, cache
-        )
-        credit_categories = ResourceService(CreditCategoryKind(), self.database, settings, cache)
-        every = (customers, accounts, payment_means, credit_categories)
         for service in every:
             self.decoders[service.kind.kind] = service.outputs.decode
         watching = Watching(self.database, self.broker, list(every))

@@ -43,7 +43,8 @@ def main(argv: list[str] | None = None) -> int:
     settings.add_arguments(commands.add_parser("serve", help="run the gRPC service"))
     settings.add_arguments(commands.add_parser("migrate", help="apply the schema migrations"))
     loader = commands.add_parser(
-        "import", help="load TMF JSON lines (Customer, CustomerAccount, PaymentMean) in batches"
+        "import",
+        help="load TMF JSON lines (Customer, CustomerAccount, PaymentMean, CreditCategory)",
     )
     loader.add_argument("file", type=Path, help="one JSON resource per line, with its @type")
     loader.add_argument("--batch-size", type=int, default=1000, help="lines per transaction")

@@ -20,10 +20,8 @@ from pathlib import Path
 from tqdm import tqdm
 
 from customer_management.config import Config
-from customer_management.domain.customer_accounts import CustomerAccountKind
-from customer_management.domain.customers import CustomerKind
+from customer_management.domain.catalog import every_kind
 from customer_management.domain.importing import Importer, Report
-from customer_management.domain.payment_means import PaymentMeanKind
 from customer_management.domain.service import ResourceService
 from customer_management.store import migrate
 from customer_management.store.database import Database
@@ -35,11 +33,7 @@ _Done = Callable[[Report, int], None]
 
 def importer(config: Config, database: Database, *, defer: bool = False) -> Importer:
     settings = config.settings(config.port)
-    kinds = (
-        CustomerKind(config.phone_region),
-        CustomerAccountKind(config.phone_region),
-        PaymentMeanKind(config.card_key.encode()),
-    )
+    kinds = every_kind(config.phone_region, config.card_key.encode())
     return Importer(
         {kind.kind: ResourceService(kind, database, settings) for kind in kinds}, defer=defer
     )
