@@ -10,7 +10,7 @@ every call a deadline (`timeout` unless the call sets its own), the bearer token
 gRPC's own retries of UNAVAILABLE with exponential backoff (the channel's service
 config). A Create without a request_id gets one, so that a retry can never create twice.
 `watch` follows WatchEvents across server restarts, shutdowns and slow-watcher cuts,
-resuming from the last token it received.
+resuming from the last token it received; `changes` reads a resource's whole history.
 """
 
 from __future__ import annotations
@@ -28,6 +28,7 @@ from google.rpc import error_details_pb2, status_pb2
 
 from tmf629.v1 import service_pb2
 from tmf629.v1.events_pb2 import WatchEventsRequest, WatchEventsResponse
+from tmf629.v1.history_pb2 import ListChangesRequest, ResourceChange
 from tmf629.v1.service_pb2_grpc import CustomerManagementServiceStub
 
 if TYPE_CHECKING:  # grpc-stubs makes them generic; at run time they are not
@@ -162,6 +163,19 @@ class Client:
             # A stream that ended (or failed) is opened again after a pause.
             await asyncio.sleep(backoff * random.uniform(0.5, 1.0))
             backoff = min(max_backoff, backoff * 2)
+
+    async def changes(self, request: ListChangesRequest) -> AsyncIterator[ResourceChange]:
+        """A resource's field-level history, newest first, every page of ListChanges
+        (`request` says which resource, and the filters)."""
+        wanted = ListChangesRequest()
+        wanted.CopyFrom(request)
+        while True:
+            page = await self.stub.ListChanges(wanted)
+            for change in page.changes:
+                yield change
+            if not page.next_page_token:
+                return
+            wanted.page_token = page.next_page_token
 
 
 def _resume_token(error: grpc.aio.AioRpcError) -> str:
