@@ -100,7 +100,12 @@ async def test_the_readme_example_runs_as_written_after_pip_install(tmp_path: Pa
             env={**os.environ, "CM_TARGET": server.address, "CM_TOKEN": TOKEN},
         )
         assert result.returncode == 0, result.stderr
-        assert result.stdout.splitlines()[0] == "Ann Example 1"
+        lines = result.stdout.splitlines()
+        assert lines[:3] == [
+            "Ann Example 1",
+            "CHANGE_KIND_UPDATE billing ['name: Ann Other']",
+            "CHANGE_KIND_CREATE billing ['name: Ann Example', 'status: Created']",
+        ], result.stdout
     finally:
         await server.stop()
     # And a caller's mypy --strict accepts it, with the types the wheel ships.

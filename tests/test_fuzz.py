@@ -16,9 +16,11 @@ from customer_management.server import Server
 from tmf629.v1 import service_pb2 as pb
 from tmf629.v1 import service_pb2_grpc
 from tmf629.v1.common_pb2 import Characteristic, ContactMedium, CustomerRef, Medium
+from tmf629.v1.credit_category_pb2 import CreditCategory
 from tmf629.v1.customer_account_pb2 import CustomerAccount
 from tmf629.v1.customer_pb2 import Customer
 from tmf629.v1.events_pb2 import WatchEventsRequest
+from tmf629.v1.history_pb2 import ListChangesRequest, ResourceType
 from tmf629.v1.payment_mean_pb2 import CreditCard, PaymentMean
 
 CASES = int(os.environ.get("CM_FUZZ_CASES", "1500"))
@@ -77,6 +79,23 @@ def valid_requests(customer_id: str) -> dict[str, list[bytes]]:
             payment_mean=PaymentMean(id="nobody", name="B")
         ),
         "DeletePaymentMean": pb.DeletePaymentMeanRequest(id="nobody"),
+        "CreateCreditCategory": pb.CreateCreditCategoryRequest(
+            credit_category=CreditCategory(code="GOLD", description_i18n={"fr": "Or"})
+        ),
+        "GetCreditCategory": pb.GetCreditCategoryRequest(code="GOLD"),
+        "ListCreditCategories": pb.ListCreditCategoriesRequest(
+            page_size=5, filter='code = "GOLD"', order_by="code"
+        ),
+        "UpdateCreditCategory": pb.UpdateCreditCategoryRequest(
+            credit_category=CreditCategory(id="nobody", description="d")
+        ),
+        "DeleteCreditCategory": pb.DeleteCreditCategoryRequest(id="nobody"),
+        "ListChanges": ListChangesRequest(
+            resource_type=ResourceType.RESOURCE_TYPE_CUSTOMER,
+            resource_id=customer_id,
+            field_paths=["contactMedium[0].medium"],
+            page_size=2,
+        ),
         "WatchEvents": WatchEventsRequest(resource_ids=[customer_id], event_types=[1, 2]),
     }
     assert set(messages) == {method.name for method in SERVICE.methods}

@@ -155,3 +155,41 @@ def test_seed_examples_through_grpcurl(address: str) -> None:
         text=True,
     )
     assert "NotFound" in missing.stderr
+
+
+def test_credit_categories_and_history_through_grpcurl(address: str) -> None:
+    """The README's and docs/api.md's calls: a category, an account naming it by code,
+    and the account's history, with its JSON values, through reflection alone."""
+    gold = grpcurl(
+        address,
+        f"{SERVICE}/CreateCreditCategory",
+        {"creditCategory": {"code": "GOLD", "descriptionI18n": {"fr": "Or"}}},
+    )
+    account = grpcurl(
+        address,
+        f"{SERVICE}/CreateCustomerAccount",
+        {
+            "customerAccount": {
+                "name": "Gold account",
+                "accountType": "billing",
+                "creditCategory": {"code": "GOLD"},
+            }
+        },
+    )
+    assert account["credit_category"]["id"] == gold["id"]
+    grpcurl(
+        address,
+        f"{SERVICE}/UpdateCustomerAccount",
+        {"customerAccount": {"id": account["id"], "name": "Golden", "creditLimit": 250}},
+    )
+    history = grpcurl(
+        address,
+        f"{SERVICE}/ListChanges",
+        {"resourceType": "RESOURCE_TYPE_CUSTOMER_ACCOUNT", "resourceId": account["id"]},
+    )
+    newest = history["changes"][0]
+    assert newest["change_kind"] == "CHANGE_KIND_UPDATE"
+    assert newest["field_changes"] == [
+        {"path": "name", "before": "Gold account", "after": "Golden"},
+        {"path": "creditLimit", "after": 250},
+    ]

@@ -4,9 +4,10 @@ from __future__ import annotations
 
 import contextlib
 from collections.abc import AsyncIterator
-from typing import Any
+from typing import Any, TypeVar
 
 from google.protobuf.empty_pb2 import Empty
+from google.protobuf.message import Message
 
 from customer_management.api.handlers import Context
 from customer_management.changes.watching import Watching
@@ -22,6 +23,8 @@ from tmf629.v1.customer_pb2 import Customer
 from tmf629.v1.events_pb2 import WatchEventsRequest, WatchEventsResponse
 from tmf629.v1.history_pb2 import ListChangesRequest, ListChangesResponse
 from tmf629.v1.payment_mean_pb2 import PaymentMean
+
+R = TypeVar("R", bound=Message)
 
 
 class CustomerManagementServicer:
@@ -58,19 +61,7 @@ class CustomerManagementServicer:
     async def ListCustomers(
         self, request: pb.ListCustomersRequest, context: Context
     ) -> pb.ListCustomersResponse:
-        page = await self._customers.list(
-            request.page_size,
-            request.page_token,
-            request.filter,
-            request.order_by,
-            request.read_mask,
-            request.include_total_size,
-        )
-        return pb.ListCustomersResponse(
-            customers=page.items,
-            next_page_token=page.next_page_token,
-            total_size=page.total_size,
-        )
+        return await _list(self._customers, request, pb.ListCustomersResponse, "customers")
 
     async def UpdateCustomer(self, request: pb.UpdateCustomerRequest, context: Context) -> Encoded:
         return await self._customers.update(request.customer, request.update_mask)
@@ -109,18 +100,8 @@ class CustomerManagementServicer:
     async def ListCustomerAccounts(
         self, request: pb.ListCustomerAccountsRequest, context: Context
     ) -> pb.ListCustomerAccountsResponse:
-        page = await self._accounts.list(
-            request.page_size,
-            request.page_token,
-            request.filter,
-            request.order_by,
-            request.read_mask,
-            request.include_total_size,
-        )
-        return pb.ListCustomerAccountsResponse(
-            customer_accounts=page.items,
-            next_page_token=page.next_page_token,
-            total_size=page.total_size,
+        return await _list(
+            self._accounts, request, pb.ListCustomerAccountsResponse, "customer_accounts"
         )
 
     async def UpdateCustomerAccount(
@@ -149,18 +130,8 @@ class CustomerManagementServicer:
     async def ListPaymentMeans(
         self, request: pb.ListPaymentMeansRequest, context: Context
     ) -> pb.ListPaymentMeansResponse:
-        page = await self._payment_means.list(
-            request.page_size,
-            request.page_token,
-            request.filter,
-            request.order_by,
-            request.read_mask,
-            request.include_total_size,
-        )
-        return pb.ListPaymentMeansResponse(
-            payment_means=page.items,
-            next_page_token=page.next_page_token,
-            total_size=page.total_size,
+        return await _list(
+            self._payment_means, request, pb.ListPaymentMeansResponse, "payment_means"
         )
 
     async def UpdatePaymentMean(
@@ -193,18 +164,8 @@ class CustomerManagementServicer:
     async def ListCreditCategories(
         self, request: pb.ListCreditCategoriesRequest, context: Context
     ) -> pb.ListCreditCategoriesResponse:
-        page = await self._credit_categories.list(
-            request.page_size,
-            request.page_token,
-            request.filter,
-            request.order_by,
-            request.read_mask,
-            request.include_total_size,
-        )
-        return pb.ListCreditCategoriesResponse(
-            credit_categories=page.items,
-            next_page_token=page.next_page_token,
-            total_size=page.total_size,
+        return await _list(
+            self._credit_categories, request, pb.ListCreditCategoriesResponse, "credit_categories"
         )
 
     async def UpdateCreditCategory(
@@ -233,6 +194,21 @@ class CustomerManagementServicer:
         async with contextlib.aclosing(self._watching.watch(request)) as responses:
             async for response in responses:
                 yield response
+
+
+async def _list(service: ResourceService[M], request: Any, response: type[R], field: str) -> R:
+    """A List: the page in the response's repeated `field`, its token and total."""
+    page = await service.list(
+        request.page_size,
+        request.page_token,
+        request.filter,
+        request.order_by,
+        request.read_mask,
+        request.include_total_size,
+    )
+    built: Any = response(**{field: page.items})
+    built.next_page_token, built.total_size = page.next_page_token, page.total_size
+    return built  # type: ignore[no-any-return]
 
 
 async def _get(service: ResourceService[M], id: str, request: Any, context: Context) -> M | Encoded:
