@@ -684,7 +684,7 @@ def main(argv: list[str] | None = None) -> int:
     )
     parser.add_argument("--reads-requests", type=int, default=50_000, help="per load there")
     parser.add_argument(
-        "--history-rounds", type=int, default=3, help="rounds of the history phase; 0 skips it"
+        "--history-rounds", type=int, default=5, help="rounds of the history phase; 0 skips it"
     )
     parser.add_argument(
         "--history-requests", type=int, default=10_000, help="creates per load there"

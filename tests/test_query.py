@@ -654,3 +654,28 @@ async def test_updates_keep_the_searchable_lists_in_step(stub, sql, server) -> N
     await stub.UpdateCustomer(cleared)
     assert await found("characteristic.value = platinum") == []
     assert rows("characteristic") == [] and rows("contact_medium") == media
+
+
+def test_sqlite_times_are_written_as_sqlalchemy_writes_them() -> None:
+    """UtcDateTime writes SQLite's text itself (faster); stored times compare as text, so
+    it must be SQLAlchemy's DATETIME text to the character, or filters would miss rows
+    written before."""
+    from datetime import UTC, datetime, timedelta, timezone
+
+    from sqlalchemy import create_engine
+    from sqlalchemy.dialects.sqlite import DATETIME
+
+    from customer_management.store.models import UtcDateTime
+
+    dialect = create_engine("sqlite://").dialect
+    ours = UtcDateTime().dialect_impl(dialect).bind_processor(dialect)
+    theirs = DATETIME().bind_processor(dialect)
+    assert ours is not None and theirs is not None
+    for value in (
+        datetime(2026, 12, 2, 17, tzinfo=UTC),
+        datetime(1, 1, 1, tzinfo=UTC),
+        datetime(2026, 12, 2, 17, 0, 0, 123, tzinfo=timezone(timedelta(hours=2))),
+        datetime(9999, 12, 31, 23, 59, 59, 999_999, tzinfo=UTC),
+    ):
+        assert ours(value) == theirs(value.astimezone(UTC).replace(tzinfo=None))
+    assert ours(None) is None

@@ -13,6 +13,7 @@ next page all walk one index. Values inside repeated messages that people search
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from dataclasses import dataclass
 from datetime import UTC, datetime
 from decimal import Decimal
@@ -85,6 +86,20 @@ class UtcDateTime(TypeDecorator[datetime]):
             return None
         value = value.astimezone(UTC)
         return value.replace(tzinfo=None) if dialect.name == "sqlite" else value
+
+    def bind_processor(self, dialect: Dialect) -> Callable[[datetime | None], Any] | None:
+        if dialect.name != "sqlite":
+            return super().bind_processor(dialect)
+
+        # SQLAlchemy's SQLite DATETIME writes its text through a format string and a dict,
+        # about 5 us a value and four values a Create; isoformat writes the same text.
+        def process(value: datetime | None) -> str | None:
+            if value is None:
+                return None
+            naive = value.astimezone(UTC).replace(tzinfo=None)
+            return naive.isoformat(" ", timespec="microseconds")
+
+        return process
 
     def process_result_value(self, value: datetime | None, dialect: Dialect) -> datetime | None:
         if value is None or value.tzinfo is not None:
