@@ -46,6 +46,14 @@ async def test_a_category_keeps_its_code_description_and_translations(stub) -> N
     await fails(
         stub.GetCreditCategory(pb.GetCreditCategoryRequest(code="NONE")), grpc.StatusCode.NOT_FOUND
     )
+    other = await category(stub, "SILVER")
+    info = await fails(
+        stub.GetCreditCategory(pb.GetCreditCategoryRequest(id=other.id, code="GOLD")), FAILED
+    )
+    assert info["reason"] == "SEVERAL_MATCHES"
+    assert sorted(info["subjects"]) == sorted(
+        [f"credit_category/{created.id}", f"credit_category/{other.id}"]
+    )
 
 
 async def test_codes_are_required_unique_and_bounded(stub) -> None:
@@ -69,6 +77,9 @@ async def test_language_tags_must_be_bcp47(stub) -> None:
         "credit_category.description_i18n.en_US",
         "credit_category.description_i18n.english",
     ]
+    # A key that is not a plain word is named in backticks (AIP-161).
+    info = await fails(category(stub, description_i18n={"pt BR": "Ouro"}), INVALID)
+    assert info["fields"] == ["credit_category.description_i18n.`pt BR`"]
     made = await category(stub, description_i18n={"zh-Hant-TW": "金", "de-CH-1996": "Gold"})
     assert set(made.description_i18n) == {"zh-Hant-TW", "de-CH-1996"}
 

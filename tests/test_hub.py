@@ -175,6 +175,11 @@ async def test_notifications_arrive_in_order_filtered_in_tmf_shape(
         assert "customerAccount" in all_of_them[2]["event"]
         ids = [int(n["eventId"]) for n in all_of_them]
         assert ids == sorted(ids)
+        # Credit categories' notifications, beyond TMF629's nine, reach a listener too.
+        gold = await created(port, "creditCategory", {"code": "GOLD"})
+        (category,) = (await everything.wait_for(6))[5:]
+        assert category["eventType"] == "CreditCategoryCreateNotification"
+        assert category["event"]["creditCategory"]["id"] == gold["id"]
         await asyncio.sleep(0.5)
         assert len(hook.received) == 2  # nothing else matched
     finally:

@@ -217,7 +217,7 @@ class ResourceService(Generic[M]):
                 )
             if len(set(found.values())) > 1:
                 raise FailedPrecondition(
-                    f"several {self.kind.kind}s match: "
+                    f"several resources of kind {self.kind.kind} match: "
                     + ", ".join(f"{name} names {other}" for name, other in found.items()),
                     reason="SEVERAL_MATCHES",
                     violations=[
