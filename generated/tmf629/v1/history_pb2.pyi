@@ -136,7 +136,7 @@ class ResourceChange(_message.Message):
     ETAG_FIELD_NUMBER: _builtins.int
     FIELD_CHANGES_FIELD_NUMBER: _builtins.int
     change_id: _builtins.str
-    """Unique, increasing in commit order."""
+    """Unique and increasing: a resource's changes in the order they committed."""
     caller: _builtins.str
     """Identity of the caller that made the change."""
     change_kind: Global___ChangeKind.ValueType
