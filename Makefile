@@ -8,7 +8,7 @@ GENERATED ?= generated
 PROTOS := $(shell find protos/tmf629 -name '*.proto')
 SITE = $(shell $(BIN)/python -c 'import sysconfig; print(sysconfig.get_paths()["purelib"])')
 
-.PHONY: venv run test generate lint bench bench-tools clean
+.PHONY: venv run test generate lint breaking bench bench-tools clean
 
 venv: $(STAMP)
 
@@ -38,6 +38,12 @@ lint: $(STAMP)
 	$(BIN)/ruff check src tests benchmarks
 	$(BIN)/ruff format --check src tests benchmarks
 	$(BIN)/mypy src benchmarks
+
+# v1 stays compatible: no breaking change to the protos against a git ref (buf's FILE
+# rules), by default the commit before this one: `make breaking AGAINST=<last release>`.
+AGAINST ?= HEAD~1
+breaking:
+	npx --yes @bufbuild/buf@1.47.2 breaking --against '.git#ref=$(AGAINST)'
 
 # The load tools come from Debian packages: h2load (nghttp2-client) drives uniform
 # unary calls, libnghttp2's headers build benchmarks/grpcload.c.
