@@ -128,6 +128,7 @@ async def test_every_kind_reads_back_its_exact_history(stub) -> None:
         [("descriptionI18n.de", ABSENT, "Gold"), ("descriptionI18n.fr", "Or", "Dorée")],
         [("code", ABSENT, "GOLD"), ("descriptionI18n", ABSENT, {"fr": "Or"})],
     ]
+    # (deleted below, once the account that names it is gone)
 
     # CustomerAccount: its PIN shows as changed, never with a value; references by code.
     account = await stub.CreateCustomerAccount(
@@ -143,6 +144,12 @@ async def test_every_kind_reads_back_its_exact_history(stub) -> None:
         )
     )
     await stub.DeleteCustomerAccount(pb.DeleteCustomerAccountRequest(id=account.id))
+    await stub.DeleteCreditCategory(pb.DeleteCreditCategoryRequest(id=cc.id))
+    newest = (await history(stub, "CREDIT_CATEGORY", cc.id))[0]
+    assert field_changes(newest) == [
+        ("code", "GOLD", ABSENT),
+        ("descriptionI18n", {"de": "Gold", "fr": "Dorée"}, ABSENT),
+    ]
     gold = {
         "code": "GOLD",
         "id": cc.id,
@@ -179,9 +186,13 @@ async def test_every_kind_reads_back_its_exact_history(stub) -> None:
     await stub.UpdatePaymentMean(
         pb.UpdatePaymentMeanRequest(payment_mean=PaymentMean(id=mean.id, name="my card"))
     )
+    await stub.DeletePaymentMean(pb.DeletePaymentMeanRequest(id=mean.id))
     changes = await history(stub, "PAYMENT_MEAN", mean.id)
-    assert field_changes(changes[0]) == [("name", "card", "my card")]
-    created = dict((path, after) for path, _, after in field_changes(changes[1]))
+    assert [head(x)[0] for x in changes] == ["DELETE", "UPDATE", "CREATE"]
+    assert field_changes(changes[1]) == [("name", "card", "my card")]
+    last = dict((path, before) for path, before, _ in field_changes(changes[0]))
+    assert last["name"] == "my card" and set(last) == {"name", "type", "creditCard"}
+    created = dict((path, after) for path, _, after in field_changes(changes[2]))
     assert created["creditCard"]["number"] == json_format.MessageToDict(mean.credit_card)["number"]
     assert "4111111111111111" not in str(changes)
 
