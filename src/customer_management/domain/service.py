@@ -375,7 +375,7 @@ class ResourceService(Generic[M]):
                 datetime.now(UTC),
                 by=by,
                 before=row.body,
-                version_before=row.version,
+                last_version=row.version,
             )
 
         await self.database.write(unit, lock=(self.kind.kind, id))
@@ -471,11 +471,12 @@ class ResourceService(Generic[M]):
         before: bytes | None = None,
         after: bytes | None = None,
         secrets: Sequence[str] = (),
-        version_before: int = 0,
+        last_version: int = 0,
     ) -> None:
         """Adds the change's event, `resource` as the change left it (the last state of
         a deleted one) at `version`, and its history entry: the stored form `before` and
-        `after` it, by caller `by`, and the `secrets` it set (named, never shown)."""
+        `after` it, by caller `by`, and the `secrets` it set (named, never shown). A
+        delete's event says DELETED; its history entry names `last_version`."""
         if self.settings.history:
             history.record(
                 session,
@@ -484,7 +485,7 @@ class ResourceService(Generic[M]):
                 resource_id=resource.id,
                 time=time,
                 caller=by,
-                version=version_before or version,
+                version=last_version or version,
                 before=before,
                 after=after,
                 secrets=secrets,
