@@ -4,6 +4,8 @@ with its time, caller and each field's value before and after; secrets never sho
 from __future__ import annotations
 
 import asyncio
+import base64
+import json
 from datetime import UTC, datetime, timedelta
 from typing import Any
 
@@ -355,6 +357,28 @@ async def test_bad_history_requests_name_the_field(stub) -> None:
     for field, request in cases.items():
         info = await fails(stub.ListChanges(request), INVALID)
         assert info["fields"] == [field], field
+    # Tokens made by hand: deeply nested, too long, a position out of range with the
+    # right binding (which anyone can compute), and too many paths.
+    c = await stub.CreateCustomer(pb.CreateCustomerRequest(customer=Customer(name="t")))
+    await stub.UpdateCustomer(pb.UpdateCustomerRequest(customer=Customer(id=c.id, name="u")))
+    first = await stub.ListChanges(
+        ListChangesRequest(resource_type=customer, resource_id=c.id, page_size=1)
+    )
+    _, binding = json.loads(base64.urlsafe_b64decode(first.next_page_token))
+    forged = [
+        base64.urlsafe_b64encode(b"[" * 150).decode(),
+        "A" * 5000,
+        *(
+            base64.urlsafe_b64encode(json.dumps([below, binding]).encode()).decode()
+            for below in (2**70, -1, True, "1")
+        ),
+    ]
+    for token in forged:
+        request = ListChangesRequest(resource_type=customer, resource_id=c.id, page_token=token)
+        info = await fails(stub.ListChanges(request), INVALID)
+        assert info["fields"] == ["page_token"], token
+    many = ListChangesRequest(resource_type=customer, resource_id=c.id, field_paths=["name"] * 101)
+    assert (await fails(stub.ListChanges(many), INVALID))["fields"] == ["field_paths"]
     # A resource never seen has no history: an empty answer, not an error.
     assert await history(stub, "CUSTOMER", "never-was") == []
 

@@ -6,8 +6,10 @@ from __future__ import annotations
 from datetime import UTC, datetime
 
 import grpc
+import pytest
 from google.protobuf.field_mask_pb2 import FieldMask
 from sqlalchemy import text
+from sqlalchemy.exc import IntegrityError
 
 from customer_management.config import Config
 from customer_management.server import Server
@@ -115,6 +117,13 @@ async def test_0006_keeps_every_row_and_adds_categories_and_history(own_database
         upgrade(database)
         with database.write_engine.connect() as connection:
             assert snapshot(connection) == before
+            if connection.dialect.name == "sqlite":  # the writer has its keys on again
+                assert connection.exec_driver_sql("PRAGMA foreign_keys").scalar() == 1
+            # The database itself still refuses a dangling reference (the copied table
+            # kept its keys), not only the service's check before a delete.
+            with pytest.raises(IntegrityError):
+                connection.execute(text("DELETE FROM payment_mean WHERE id = :p"), {"p": P})
+            connection.rollback()
             pin = connection.execute(
                 text("SELECT pin_hash, pin_failures, credit_category_code FROM customer_account")
             ).one()

@@ -405,7 +405,11 @@ async def test_credit_categories_over_rest(rest: Rest) -> None:
         "Gold",
         False,
     )
-    for translations, path in (({"de": 1}, "de"), ({"english": "x"}, "english")):
+    for translations, path in (
+        ({"de": 1}, "de"),
+        ({"english": "x"}, "english"),
+        ({"en": "\ud800"}, "en"),  # a lone surrogate: JSON can say it, text cannot hold it
+    ):
         status, _, refused = await rest.call(
             "POST", "/creditCategory", {"code": "X", "descriptionI18n": translations}
         )

@@ -39,6 +39,8 @@ class CreditCategoryKind(Kind[CreditCategory]):
             if "_" in tag or not langcodes.tag_is_valid(tag):  # it reads en_US as en-US
                 v.add(here, f"{tag!r} is not a BCP 47 language tag")
             v.max_length(here, text, DESCRIPTION_MAX)
+            if "\x00" in text:  # check_message sees a map's keys, not its values
+                v.add(here, "must not contain NUL characters")
 
     def references(self, resource: CreditCategory) -> list[RefSlot]:
         return []

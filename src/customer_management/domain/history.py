@@ -31,7 +31,6 @@ from customer_management.domain.notifications import Change
 from customer_management.domain.validation import map_entry_path, representable
 from customer_management.store import history as store
 from customer_management.store.database import Database
-from customer_management.store.models import ChangeRow
 from tmf629.v1.history_pb2 import (
     ChangeKind,
     ListChangesRequest,
@@ -50,6 +49,10 @@ UNSHOWN = frozenset({"createdBy", "updatedBy"})
 SCAN_MAX = 5000
 """Rows one page reads at most looking for changes of the asked fields; a page that
 found fewer than it wanted ends there, with a token to go on."""
+MAX_PAGE_BYTES = 3 * 1024 * 1024
+"""A page also ends before it outgrows what a default client accepts (4 MiB): creates
+and deletes carry whole resources."""
+MAX_FIELD_PATHS = 100
 _ABSENT: Any = object()
 
 
@@ -111,7 +114,7 @@ class History:
             response = ListChangesResponse()
             below = query.below  # every row below it is still to be read
             limit = query.page_size + 1 if not query.paths else 200
-            scanned = 0
+            scanned = size = 0
             while scanned < SCAN_MAX:
                 rows = store.page(
                     session,
@@ -125,7 +128,9 @@ class History:
                 for row in rows:
                     entry = _entry(query.kind, row, query.paths)
                     if entry is not None:
-                        if len(response.changes) == query.page_size:
+                        size += entry.ByteSize()
+                        full = len(response.changes) == query.page_size
+                        if full or (response.changes and size > MAX_PAGE_BYTES):
                             response.next_page_token = _token(below, query.binding)
                             return response
                         response.changes.append(entry)
@@ -152,7 +157,11 @@ class History:
         end = _time(request, "end_time")
         if start is not None and end is not None and end < start:
             raise _invalid("end_time", "must not precede start_time")
-        paths = tuple(_field_path(kind.message_type.DESCRIPTOR, p) for p in request.field_paths)
+        if len(request.field_paths) > MAX_FIELD_PATHS:
+            raise _invalid("field_paths", f"names more than {MAX_FIELD_PATHS} paths")
+        paths = tuple(
+            dict.fromkeys(_field_path(kind.message_type.DESCRIPTOR, p) for p in request.field_paths)
+        )
         binding = hashlib.sha256(
             json.dumps([kind.kind, request.resource_id, str(start), str(end), paths]).encode()
         ).hexdigest()[:16]
@@ -161,7 +170,7 @@ class History:
         return _Query(kind, request.resource_id, size, below, start, end, paths, binding)
 
 
-def _entry(kind: Kind[Any], row: ChangeRow, paths: tuple[str, ...]) -> ResourceChange | None:
+def _entry(kind: Kind[Any], row: store.Change, paths: tuple[str, ...]) -> ResourceChange | None:
     """The history entry of a row, with only the changes of `paths` (all: empty); None
     when it changed none of them."""
     descriptor = kind.message_type.DESCRIPTOR
@@ -285,20 +294,25 @@ def _time(request: ListChangesRequest, name: Literal["start_time", "end_time"]) 
     return value.ToDatetime(tzinfo=UTC)  # type: ignore[no-any-return]
 
 
+TOKEN_MAX = 256
+
+
 def _token(below: int | None, binding: str) -> str:
     return base64.urlsafe_b64encode(json.dumps([below, binding]).encode()).decode()
 
 
 def _decode(token: str, binding: str) -> int:
     try:
-        below, bound = json.loads(base64.urlsafe_b64decode(token.encode()))
-        if bound != binding:
-            raise _invalid("page_token", "was issued for another resource or filter")
-        if not isinstance(below, int):
+        if len(token) > TOKEN_MAX:
             raise ValueError
-        return below
-    except (ValueError, TypeError, binascii.Error, UnicodeDecodeError) as error:
+        below, bound = json.loads(base64.urlsafe_b64decode(token.encode()))
+    except (ValueError, TypeError, RecursionError, binascii.Error, UnicodeError) as error:
         raise _invalid("page_token", "is not a token this service issued") from error
+    if bound != binding:
+        raise _invalid("page_token", "was issued for another resource or filter")
+    if type(below) is not int or not 0 < below < 2**63:
+        raise _invalid("page_token", "is not a token this service issued")
+    return below
 
 
 def _invalid(field: str, description: str) -> InvalidArgument:

@@ -123,7 +123,10 @@ def _map(value: Any, target: Any, field: Any, path: str, v: Violations) -> None:
         if not isinstance(text, str):
             v.add(map_entry_path(path, str(key)), "must be a JSON string")
             continue
-        target[key] = text
+        try:
+            target[key] = text
+        except ValueError:  # a lone surrogate: not text protobuf can hold
+            v.add(map_entry_path(path, str(key)), "is not valid Unicode text")
 
 
 def _scalar(message: Message, field: Any, value: Any, path: str, v: Violations) -> None:

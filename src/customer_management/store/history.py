@@ -4,6 +4,7 @@ never updated; read newest first, one resource at a time."""
 from __future__ import annotations
 
 from collections.abc import Sequence
+from dataclasses import dataclass
 from datetime import datetime
 from typing import Any, cast
 
@@ -44,6 +45,34 @@ def record(
     writes.insert(session, _TABLE, (row,))
 
 
+@dataclass(frozen=True)
+class Change:
+    """One history row, as read."""
+
+    seq: int
+    change_kind: int
+    change_time: datetime
+    caller: str
+    resource_id: str
+    version: int
+    before: bytes | None
+    after: bytes | None
+    secrets: str
+
+
+_COLUMNS = (
+    ChangeRow.seq,
+    ChangeRow.change_kind,
+    ChangeRow.change_time,
+    ChangeRow.caller,
+    ChangeRow.resource_id,
+    ChangeRow.version,
+    ChangeRow.before,
+    ChangeRow.after,
+    ChangeRow.secrets,
+)
+
+
 def page(
     session: Session,
     kind: str,
@@ -53,17 +82,18 @@ def page(
     start: datetime | None,
     end: datetime | None,
     limit: int,
-) -> list[ChangeRow]:
+) -> list[Change]:
     """The resource's changes newest first: those with a seq below `below` (all: None),
     made at or after `start` and before `end`."""
-    query = select(ChangeRow).where(ChangeRow.resource_id == resource_id, ChangeRow.kind == kind)
+    query = select(*_COLUMNS).where(ChangeRow.resource_id == resource_id, ChangeRow.kind == kind)
     if below is not None:
         query = query.where(ChangeRow.seq < below)
     if start is not None:
         query = query.where(ChangeRow.change_time >= start)
     if end is not None:
         query = query.where(ChangeRow.change_time < end)
-    return list(session.scalars(query.order_by(ChangeRow.seq.desc()).limit(limit)))
+    rows = session.execute(query.order_by(ChangeRow.seq.desc()).limit(limit))
+    return [Change(*row) for row in rows]
 
 
 def prune(session: Session, before: datetime) -> int:

@@ -7,6 +7,7 @@ from typing import Any
 
 from alembic import command
 from alembic.config import Config
+from alembic.runtime.migration import MigrationContext
 from sqlalchemy import Connection, text
 
 from customer_management.store.database import Database
@@ -37,13 +38,20 @@ def upgrade(database: Database, revision: str = "head") -> None:
             raw = connection.connection.driver_connection
             raw.execute("PRAGMA foreign_keys=OFF")
         try:
+            applied = MigrationContext.configure(connection).get_current_heads()
             command.upgrade(alembic_config(connection), revision)
+            migrated = MigrationContext.configure(connection).get_current_heads() != applied
+            if sqlite and migrated:  # checked before the commit: a dangling key undoes it all
+                broken = connection.exec_driver_sql("PRAGMA foreign_key_check").fetchall()
+                if broken:
+                    raise RuntimeError(f"the migration left dangling foreign keys: {broken[:5]}")
             connection.commit()
-            if sqlite and (broken := raw.execute("PRAGMA foreign_key_check").fetchall()):
-                raise RuntimeError(f"the migration left dangling foreign keys: {broken[:5]}")
         finally:
             if sqlite:
+                connection.rollback()  # the pragma does nothing inside a transaction
                 raw.execute("PRAGMA foreign_keys=ON")
+                if raw.execute("PRAGMA foreign_keys").fetchone()[0] != 1:
+                    connection.invalidate()  # never serve without them
             else:
                 connection.execute(
                     text("SELECT pg_advisory_unlock(:key)"), {"key": ADVISORY_LOCK_KEY}
@@ -53,7 +61,6 @@ def upgrade(database: Database, revision: str = "head") -> None:
 
 def pending(database: Database) -> list[str]:
     """The migrations not yet applied, oldest first (empty: the schema is current)."""
-    from alembic.runtime.migration import MigrationContext
     from alembic.script import ScriptDirectory
 
     scripts = ScriptDirectory.from_config(alembic_config())

@@ -31,6 +31,7 @@ from sqlalchemy import (
     MetaData,
     Numeric,
     String,
+    Text,
     TypeDecorator,
 )
 from sqlalchemy.orm import DeclarativeBase, Mapped, mapped_column
@@ -409,7 +410,8 @@ class ChangeRow(Base):
     resource_id: Mapped[str] = mapped_column(String(64))
     change_kind: Mapped[int] = mapped_column(Integer)
     change_time: Mapped[datetime] = mapped_column(UtcDateTime, index=True)
-    caller: Mapped[str] = mapped_column(String(256))
+    caller: Mapped[str] = mapped_column(Text)
+    """The caller's identity, as long as the callers file makes it."""
     version: Mapped[int] = mapped_column(Integer)
     before: Mapped[bytes | None] = mapped_column(LargeBinary)
     after: Mapped[bytes | None] = mapped_column(LargeBinary)

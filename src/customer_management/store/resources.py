@@ -23,6 +23,7 @@ from customer_management.store.models import (
     ResourceRow,
 )
 from customer_management.store.units import alone
+from customer_management.store.writes import TABLE_ORDER
 
 
 @dataclass(frozen=True)
@@ -107,8 +108,10 @@ class NewRows:
                 self.tables.setdefault(table, []).append({owner: id, **child})
 
     def insert(self, session: Session) -> None:
-        for table, values in self.tables.items():
-            insert_many(session, table, values)
+        """Parents before children (a category before the accounts naming it), whatever
+        order the lines came in."""
+        for table in sorted(self.tables, key=lambda table: TABLE_ORDER[_table(table)]):
+            insert_many(session, table, self.tables[table])
 
 
 def _by_ids(model: type[ResourceRow]) -> Select[str, int, datetime, datetime, bytes]:

@@ -26,7 +26,8 @@ from sqlalchemy.orm import ORMExecuteState, Session, sessionmaker
 from customer_management.store.models import Base
 
 _PENDING = "writes.pending"
-_ORDER = {table: position for position, table in enumerate(Base.metadata.sorted_tables)}
+TABLE_ORDER = {table: position for position, table in enumerate(Base.metadata.sorted_tables)}
+"""Foreign-key order: a table's rows go in after those of the tables they name."""
 PARAMETERS = 30_000
 """Bound values in one statement (SQLite takes 32,766, PostgreSQL 65,535)."""
 
@@ -113,7 +114,7 @@ def _take(session: Session) -> list[Statement]:
             updates.setdefault(table, {}).setdefault(where, {}).update(values)
     dialect = session.get_bind().dialect
     statements: list[Statement] = []
-    for table in sorted(inserts.keys() | updates.keys(), key=_ORDER.__getitem__):
+    for table in sorted(inserts.keys() | updates.keys(), key=TABLE_ORDER.__getitem__):
         if table in inserts:
             statements += _inserts(dialect, table, inserts[table])
         if table in updates:

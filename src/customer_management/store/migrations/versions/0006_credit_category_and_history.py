@@ -57,7 +57,7 @@ def upgrade() -> None:
         sa.Column("resource_id", sa.String(64), nullable=False),
         sa.Column("change_kind", sa.Integer(), nullable=False),
         sa.Column("change_time", sa.DateTime(timezone=True), nullable=False),
-        sa.Column("caller", sa.String(256), nullable=False),
+        sa.Column("caller", sa.Text(), nullable=False),
         sa.Column("version", sa.Integer(), nullable=False),
         sa.Column("before", sa.LargeBinary(), nullable=True),
         sa.Column("after", sa.LargeBinary(), nullable=True),
