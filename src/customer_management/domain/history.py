@@ -60,34 +60,6 @@ def resource_type(kind: str) -> ResourceType.ValueType:
     return ResourceType.Value(f"RESOURCE_TYPE_{kind.upper()}")
 
 
-def record(
-    session: Session,
-    kind: str,
-    change: Change,
-    *,
-    resource_id: str,
-    time: datetime,
-    caller: str,
-    version: int,
-    before: bytes | None,
-    after: bytes | None,
-    secrets: Sequence[str] = (),
-) -> None:
-    """Adds the change's history entry to its transaction."""
-    store.record(
-        session,
-        kind=kind,
-        resource_id=resource_id,
-        change_kind=CHANGE_KINDS[change],
-        time=time,
-        caller=caller,
-        version=version,
-        before=before,
-        after=after,
-        secrets=secrets,
-    )
-
-
 @dataclass(frozen=True)
 class _Query:
     kind: Kind[Any]

@@ -52,6 +52,7 @@ from customer_management.domain.settings import Settings
 from customer_management.domain.uniqueness import check_unique
 from customer_management.domain.validation import KEY_MAX, Violations, check_message
 from customer_management.domain.wire import Encoded
+from customer_management.store import history as history_store
 from customer_management.store import outbox, resources
 from customer_management.store import query as query_store
 from customer_management.store.batching import Batcher, Outcome
@@ -478,11 +479,11 @@ class ResourceService(Generic[M]):
         `after` it, by caller `by`, and the `secrets` it set (named, never shown). A
         delete's event says DELETED; its history entry names `last_version`."""
         if self.settings.history:
-            history.record(
+            history_store.record(
                 session,
-                self.kind.kind,
-                change,
+                kind=self.kind.kind,
                 resource_id=resource.id,
+                change_kind=history.CHANGE_KINDS[change],
                 time=time,
                 caller=by,
                 version=last_version or version,
