@@ -45,6 +45,7 @@ def pytest_runtest_call(item: pytest.Item) -> Generator[None]:
 def _print_tasks(nodeid: str) -> None:
     """Every task of every running event loop, with the line each awaits at. Read from
     another thread while the loop waits in select: good enough to find a hang."""
+    gc.unfreeze()  # the server freezes what start-up built, and frozen objects are not listed
     loops = [o for o in gc.get_objects() if isinstance(o, asyncio.AbstractEventLoop)]
     print(f"\n{nodeid} still runs after {HANG_REPORT_AFTER:g} s; its tasks:", file=sys.stderr)
     for loop in loops:

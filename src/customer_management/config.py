@@ -56,6 +56,11 @@ class Config:
     overload_latency: float = 0.5
     cache_mb: float = 64.0
     cache_staleness: float = 1.0
+    publish_nats: str = ""
+    nats_stream: str = "CUSTOMER_MANAGEMENT"
+    nats_subject_prefix: str = "customers"
+    nats_content_mode: str = "json"
+    nats_duplicate_window: float = 120.0
 
     def settings(self, port: int) -> Settings:
         """What the resource services need of the configuration."""
@@ -267,6 +272,33 @@ OPTIONS: list[tuple[str, str, Callable[[str], Any], str]] = [
         "CM_WATCH_BUFFER",
         int,
         "events a watcher may fall behind before it is ended (it resumes from its token)",
+    ),
+    (
+        "publish_nats",
+        "CM_PUBLISH_NATS",
+        str,
+        "NATS server (e.g. nats://127.0.0.1:4222) to relay every event to, into JetStream;"
+        " empty: no relay (docs/relay.md)",
+    ),
+    ("nats_stream", "CM_NATS_STREAM", str, "JetStream stream the relay publishes into"),
+    (
+        "nats_subject_prefix",
+        "CM_NATS_SUBJECT_PREFIX",
+        str,
+        "first token of the relay's subjects: PREFIX.customer.created and so on",
+    ),
+    (
+        "nats_content_mode",
+        "CM_NATS_CONTENT_MODE",
+        str,
+        "json (a structured CloudEvent, data as TMF JSON) or protobuf (ce- headers, data as"
+        " protobuf)",
+    ),
+    (
+        "nats_duplicate_window",
+        "CM_NATS_DUPLICATE_WINDOW",
+        float,
+        "seconds JetStream drops a republished event in, for a stream the relay creates",
     ),
 ]
 

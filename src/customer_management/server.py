@@ -20,8 +20,10 @@ from customer_management.api.admission import Admission
 from customer_management.api.handlers import Policy, Wrapper
 from customer_management.api.servicer import CustomerManagementServicer
 from customer_management.changes.broker import Broker
+from customer_management.changes.cloud_events import ContentMode
 from customer_management.changes.delivery import Dispatcher
 from customer_management.changes.hubs import Hubs
+from customer_management.changes.relay import Relay, RelaySettings, warn_if_held_back
 from customer_management.changes.retention import (
     forget_old_events,
     forget_old_history,
@@ -38,7 +40,7 @@ from customer_management.edge.callers import Callers
 from customer_management.edge.methods import SERVICE
 from customer_management.observability.metrics import MetricsEndpoint
 from customer_management.rest.gateway import BASE_PATH, Gateway
-from customer_management.store import migrate, outbox
+from customer_management.store import migrate, outbox, relays
 from customer_management.store.database import Database
 from customer_management.store.errors import StoreBusy
 
@@ -67,6 +69,9 @@ LIVENESS = "liveness"
 """A health service name that is SERVING for as long as the process is up and not
 stopping, whatever the database does: for liveness probes, which must not restart every
 replica when the database is away (readiness asks for SERVICE_NAME)."""
+RELAY = "relay"
+"""The health service name of the NATS relay (--publish-nats): NOT_SERVING while events
+wait for a broker that does not answer; the service's own health does not follow it."""
 OUTBOX_COUNT_INTERVAL = 30.0
 """Seconds between counts of the outbox's events (for the metrics)."""
 
@@ -88,6 +93,12 @@ class Server:
             config.tls_client_ca and not config.tls_cert
         ):
             raise SystemExit("TLS needs --tls-cert and --tls-key (and them for --tls-client-ca)")
+        if config.nats_content_mode not in {mode.value for mode in ContentMode}:
+            raise SystemExit("--nats-content-mode is json or protobuf")
+        if config.publish_nats and not _token_like(config.nats_subject_prefix, dots=True):
+            raise SystemExit("--nats-subject-prefix is NATS subject tokens (no spaces, * or >)")
+        if config.publish_nats and not _token_like(config.nats_stream, dots=False):
+            raise SystemExit("--nats-stream is a JetStream stream name (no spaces, ., * or >)")
         callers = Callers.load(config.tokens_file) if config.tokens_file else None
         self.callers = callers
         self._housekeeping: asyncio.Task[None] | None = None
@@ -146,6 +157,7 @@ class Server:
         self._http_socket: socket.socket | None = None
         self.gateway: Gateway | None = None
         self.dispatcher: Dispatcher | None = None
+        self.relay: Relay | None = None
 
     async def start(self) -> int:
         address = f"{self.config.host}:{self.config.port}"
@@ -189,6 +201,7 @@ class Server:
             )
         await self.broker.start()  # before any call: a watcher needs its position
         await self.grpc.start()
+        await self._start_relay()
         await self.database.ping()
         # What start-up built lives as long as the process: keep it out of the cyclic
         # collector's full passes, which otherwise stall every stream while they walk it.
@@ -297,10 +310,35 @@ class Server:
             self.dispatcher = Dispatcher(
                 hubs, watching, claim_interval=self.config.hub_claim_interval
             )
+        if self.config.publish_nats:
+            self.relay = Relay(
+                self.database,
+                watching,
+                RelaySettings(
+                    url=self.config.publish_nats,
+                    stream=self.config.nats_stream,
+                    subject_prefix=self.config.nats_subject_prefix,
+                    content_mode=ContentMode(self.config.nats_content_mode),
+                    duplicate_window=self.config.nats_duplicate_window,
+                    source=settings.base_url,
+                ),
+            )
+            self.metrics.watch_relay(self.relay.state)
         health_pb2_grpc.add_HealthServicer_to_server(self.health, registry)
         if self.config.reflection:
             reflection.enable(registry, SERVICE_NAME, health.SERVICE_NAME)
         self.grpc.add_generic_rpc_handlers([self.wrapper.unknown()])  # asked last
+
+    async def _start_relay(self) -> None:
+        """Starts the relay, if any, and warns of a relay not run here for longer than the
+        event retention (its unpublished events are kept, so the outbox grows)."""
+        positions = await self.database.read(relays.positions)
+        relaying = {self.config.nats_stream} if self.relay is not None else set()
+        retention = timedelta(hours=self.config.event_retention_hours)
+        warn_if_held_back(positions, relaying, retention)
+        if self.relay is not None:
+            await self.health.set(RELAY, health_pb2.HealthCheckResponse.SERVING)
+            await self.relay.start()
 
     async def _set_health(self, *, serving: bool) -> None:
         status = health_pb2.HealthCheckResponse.SERVING
@@ -320,6 +358,11 @@ class Server:
         counted = -OUTBOX_COUNT_INTERVAL
         while True:
             await asyncio.sleep(self.config.health_interval)
+            if self.relay is not None:
+                relay_status = health_pb2.HealthCheckResponse.NOT_SERVING
+                if self.relay.state.healthy:
+                    relay_status = health_pb2.HealthCheckResponse.SERVING
+                await self.health.set(RELAY, relay_status)
             try:
                 # The ping reads where the event history stands, for the metrics' lag.
                 history = await asyncio.wait_for(self.database.read(outbox.history), patience)
@@ -370,6 +413,8 @@ class Server:
         await self.health.enter_graceful_shutdown()
         if self.dispatcher is not None:
             await self.dispatcher.stop()
+        if self.relay is not None:
+            await self.relay.stop()
         await self.broker.close()  # watchers end now with their tokens, not after the grace
         grace = self.config.grace_period if grace is None else grace
         await asyncio.gather(
@@ -396,6 +441,11 @@ async def serve(config: Config) -> None:
         extra={"event": "shutting_down", "grace_period": config.grace_period},
     )
     await server.stop()
+
+
+def _token_like(text: str, *, dots: bool) -> bool:
+    tokens = text.split(".") if dots else [text]
+    return all(token and not set(token) & set(" \t\r\n*>.") for token in tokens)
 
 
 def _why(error: Exception) -> str:

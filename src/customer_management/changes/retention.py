@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from datetime import UTC, datetime, timedelta
 
-from customer_management.store import history, outbox, resources
+from customer_management.store import history, outbox, relays, resources
 from customer_management.store.database import Database
 
 
@@ -15,9 +15,12 @@ async def forget_old_request_ids(database: Database, retention: timedelta) -> in
 
 
 async def forget_old_events(database: Database, retention: timedelta) -> int:
-    """Events older than `retention` go; a token from before them has expired."""
+    """Events older than `retention` go, but for those a relay has still to publish; a
+    token from before them has expired."""
     before = datetime.now(UTC) - retention
-    return await database.write(lambda session, _: outbox.prune(session, before))
+    return await database.write(
+        lambda session, _: outbox.prune(session, before, through=relays.kept_after(session))
+    )
 
 
 async def forget_old_history(database: Database, retention: timedelta) -> int:

@@ -15,6 +15,7 @@ from prometheus_client.registry import Collector
 from customer_management.api.admission import Admission
 from customer_management.api.telemetry import RpcMetrics
 from customer_management.changes.broker import Broker
+from customer_management.changes.relay import RelayState
 from customer_management.domain.cache import ResourceCache
 from customer_management.store.database import Database
 
@@ -127,6 +128,38 @@ class ServiceCollector(Collector):
         yield rejected
 
 
+class RelayCollector(Collector):
+    """The NATS relay (--publish-nats): its lag as every replica measures it, and what
+    this replica relayed."""
+
+    def __init__(self, state: RelayState) -> None:
+        self._state = state
+
+    def collect(self) -> Iterator[Metric]:
+        state = self._state
+        yield GaugeMetricFamily(
+            "cm_relay_lag_events", "Committed events not yet in the NATS stream.", state.lag_events
+        )
+        yield GaugeMetricFamily(
+            "cm_relay_oldest_unrelayed_age_seconds",
+            "Age of the oldest event not yet in the NATS stream (0 when none).",
+            value=state.oldest_age,
+        )
+        yield GaugeMetricFamily(
+            "cm_relay_leader", "1 while this replica holds the relay's lease.", int(state.leader)
+        )
+        yield GaugeMetricFamily(
+            "cm_relay_connected",
+            "1 while this replica relays and NATS answers.",
+            value=int(state.connected),
+        )
+        yield CounterMetricFamily(
+            "cm_relay_published",
+            "Events this replica published and NATS acknowledged.",
+            value=state.published,
+        )
+
+
 class MetricsEndpoint:
     def __init__(self) -> None:
         self.registry = CollectorRegistry()
@@ -140,6 +173,9 @@ class MetricsEndpoint:
         self, database: Database, broker: Broker, cache: ResourceCache, admission: Admission
     ) -> None:
         self.registry.register(ServiceCollector(database, broker, self.outbox, cache, admission))
+
+    def watch_relay(self, state: RelayState) -> None:
+        self.registry.register(RelayCollector(state))
 
     def start(self, host: str, port: int) -> int:
         self._server, self._thread = start_http_server(port, host, registry=self.registry)

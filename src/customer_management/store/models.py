@@ -394,6 +394,22 @@ class HubListener(Base):
     lease_until: Mapped[datetime | None] = mapped_column(UtcDateTime)
 
 
+class EventRelay(Base):
+    """Where a relay to a broker stream stands: the last event the broker acknowledged,
+    and the replica relaying now (`lease_owner` until `lease_until`), the only one that
+    may publish or move the position. Event pruning keeps every event after `seq`."""
+
+    __tablename__ = "event_relay"
+
+    stream: Mapped[str] = mapped_column(String(255), primary_key=True)
+    history_id: Mapped[str] = mapped_column(String(36))
+    seq: Mapped[int] = mapped_column(BigInteger)
+    relayed_time: Mapped[datetime] = mapped_column(UtcDateTime)
+    """When the position last moved (or the relay was first set up)."""
+    lease_owner: Mapped[str | None] = mapped_column(String(64))
+    lease_until: Mapped[datetime | None] = mapped_column(UtcDateTime)
+
+
 class ChangeRow(Base):
     """The field-level history: each change of a resource, written in the change's own
     transaction. It keeps the resource's stored form before and after, and the history

@@ -186,12 +186,15 @@ def after(connection: Connection | Session, seq: int, *, limit: int) -> Page:
     return Page(events, pruned_through)
 
 
-def prune(session: Session, before: datetime) -> int:
-    """Drops the events older than `before`; returns how many."""
+def prune(session: Session, before: datetime, *, through: int | None = None) -> int:
+    """Drops the events older than `before`, none after `through` (a relay has not
+    published them yet); returns how many."""
     cut = session.execute(
         select(func.max(EventRow.seq)).where(EventRow.event_time < before)
     ).scalar()
-    if cut is None:
+    if cut is not None and through is not None:
+        cut = min(cut, through)
+    if not cut:
         return 0
     result = session.execute(delete(EventRow).where(EventRow.seq <= cut))
     session.execute(

@@ -1,0 +1,385 @@
+"""The relay to NATS JetStream (`--publish-nats`): every event of the outbox, in commit
+order, published once into a JetStream stream as a CloudEvent (see cloud_events.py and
+docs/relay.md).
+
+Exactly once into the stream:
+- the position (the last event JetStream acknowledged) is kept in the database and
+  moves only after the acknowledgement;
+- every message carries `Nats-Msg-Id` = event id, so JetStream drops a republish of the
+  events acknowledged after the last save (within the stream's duplicate window);
+- on taking over, the relay reads the stream's last message and goes on after it when
+  it is one of ours, so a republish after a long outage never relies on that window.
+
+One relay among replicas: the relay is leased to one replica at a time (renewed every
+second, LEASE seconds long), and only the holder publishes or moves the position; when
+it dies another takes over once the lease lapses.
+
+Broker down: the service goes on serving; the relay retries with backoff and resumes
+from its position, in order. Its lag (events not relayed, age of the oldest) is measured
+by every replica for the metrics and the `relay` health name, which turns NOT_SERVING
+without touching the service's own health.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import logging
+import random
+import uuid
+from dataclasses import dataclass
+from datetime import UTC, datetime, timedelta
+from typing import Any
+
+import nats
+from nats.js import JetStreamContext
+from nats.js.api import StreamConfig
+from nats.js.errors import NotFoundError
+
+from customer_management.changes import cloud_events
+from customer_management.changes.cloud_events import ContentMode
+from customer_management.changes.watching import Watching, token
+from customer_management.domain.errors import DomainError
+from customer_management.store import relays
+from customer_management.store.database import Database
+from tmf629.v1.events_pb2 import Event, WatchEventsRequest
+
+log = logging.getLogger(__name__)
+LEASE = 5.0
+"""Seconds a relay's lease lasts: how long a dead relay delays the next one."""
+RENEW_EVERY = 1.0
+MAX_BATCH = 512
+"""Events published before waiting for their acknowledgements."""
+ACK_TIMEOUT = 10.0
+"""Seconds a batch's acknowledgements may take before the connection counts as lost."""
+SAVE_EVERY = 0.25
+"""Seconds between position saves while events keep coming (a quiet relay saves at once)."""
+FIRST_BACKOFF = 0.5
+MAX_BACKOFF = 30.0
+MEASURE_EVERY = 2.0
+STALE_AFTER = 30.0
+"""An unrelayed event older than this makes the `relay` health NOT_SERVING on every replica."""
+HISTORY_HEADER = "Tmf629-History"
+
+
+@dataclass(frozen=True)
+class RelaySettings:
+    url: str
+    stream: str
+    subject_prefix: str
+    content_mode: ContentMode
+    duplicate_window: float
+    """Seconds; used when the relay creates the stream."""
+    source: str
+    """The CloudEvents `source`: the service's base URL."""
+
+
+@dataclass
+class RelayState:
+    """What the metrics and health report of the relay."""
+
+    leader: bool = False
+    connected: bool = False
+    published: int = 0
+    lag_events: int = 0
+    oldest_age: float = 0.0
+    """Seconds since the oldest unrelayed event was committed (0 when none)."""
+
+    @property
+    def healthy(self) -> bool:
+        if self.leader:
+            return self.connected
+        return self.lag_events == 0 or self.oldest_age < STALE_AFTER
+
+
+class LeaseLost(Exception):
+    pass
+
+
+class Relay:
+    def __init__(self, database: Database, watching: Watching, settings: RelaySettings) -> None:
+        self.database = database
+        self.watching = watching
+        self.settings = settings
+        self.state = RelayState()
+        self.owner = uuid.uuid4().hex
+        self._held_until = 0.0
+        """Loop time until which the lease is surely ours (renewed with a margin)."""
+        self._tasks: list[asyncio.Task[None]] = []
+        self._acked: relays.Position | None = None
+
+    async def start(self) -> None:
+        self._tasks = [asyncio.create_task(self._lead()), asyncio.create_task(self._measure())]
+
+    async def stop(self) -> None:
+        for task in self._tasks:
+            task.cancel()
+        await asyncio.gather(*self._tasks, return_exceptions=True)
+        if self.state.leader:
+            with contextlib.suppress(Exception):
+                await self._save()
+            with contextlib.suppress(Exception):  # a lapsed lease frees it anyway
+                await self.database.write(
+                    lambda session, _: relays.release(session, self.settings.stream, self.owner)
+                )
+
+    # The lease
+
+    async def _claim(self) -> relays.Position | None:
+        now = datetime.now(UTC)
+        until = now + timedelta(seconds=LEASE)
+        asked = asyncio.get_running_loop().time()
+        position = await self.database.write(
+            lambda session, _: relays.claim(session, self.settings.stream, self.owner, now, until)
+        )
+        if position is not None:
+            self._held_until = asked + LEASE - RENEW_EVERY
+        return position
+
+    async def _lead(self) -> None:
+        """Holds (or waits for) the lease, and relays while it is held."""
+        loop = asyncio.get_running_loop()
+        while True:
+            try:
+                position = await self._claim()
+            except Exception as error:
+                log.debug("cannot claim the relay's lease: %s", error)
+                position = None
+            if position is None:
+                self.state.leader = False
+                await asyncio.sleep(RENEW_EVERY)
+                continue
+            log.info("relaying events to NATS stream %s", self.settings.stream)
+            self.state.leader = True
+            self._acked = position
+            relaying = asyncio.create_task(self._relay())
+            try:
+                while not relaying.done():
+                    await asyncio.wait({relaying}, timeout=RENEW_EVERY)
+                    with contextlib.suppress(Exception):  # a failed renewal: _held_until says
+                        if not relaying.done() and await self._claim() is None:
+                            break
+                    if loop.time() > self._held_until:
+                        break
+            finally:
+                relaying.cancel()
+                await asyncio.gather(relaying, return_exceptions=True)
+                self.state.leader = self.state.connected = False
+            log.info("no longer relaying to NATS stream %s: the lease went", self.settings.stream)
+
+    # Publishing
+
+    async def _relay(self) -> None:
+        """Connects, publishes from the position on, and on any failure reconnects with
+        backoff and goes on from the last acknowledged event."""
+        backoff = FIRST_BACKOFF
+        failing = False
+        while True:
+            connection: Any = None
+            try:
+                connection = await nats.connect(
+                    self.settings.url,
+                    allow_reconnect=False,
+                    connect_timeout=2,
+                    error_cb=_quiet,
+                    closed_cb=_quiet_closed,
+                    disconnected_cb=_quiet_closed,
+                )
+                stream = connection.jetstream(timeout=ACK_TIMEOUT)
+                await self._set_up(stream)
+                if failing:
+                    log.warning("NATS answers again: relaying resumes")
+                failing, backoff = False, FIRST_BACKOFF
+                self.state.connected = True
+                await self._publish(stream)
+            except (LeaseLost, asyncio.CancelledError):
+                raise
+            except Exception as error:
+                self.state.connected = False
+                if not failing:  # once per outage, not once per retry
+                    log.warning(
+                        "cannot relay events to NATS at %s (%s); retrying with backoff",
+                        self.settings.url,
+                        _why(error),
+                    )
+                failing = True
+            finally:
+                if connection is not None:
+                    with contextlib.suppress(Exception):
+                        await connection.close()
+            await asyncio.sleep(backoff * random.uniform(0.8, 1.2))
+            backoff = min(backoff * 2, MAX_BACKOFF)
+
+    async def _set_up(self, stream: JetStreamContext) -> None:
+        """Creates the stream if missing (else uses it as it is) and goes on after its
+        last message when that is one of ours, further than the saved position."""
+        name = self.settings.stream
+        try:
+            info = await stream.stream_info(name)
+        except NotFoundError:
+            info = await stream.add_stream(
+                StreamConfig(
+                    name=name,
+                    subjects=[f"{self.settings.subject_prefix}.>"],
+                    duplicate_window=self.settings.duplicate_window,
+                )
+            )
+            log.info("created NATS stream %s for %s.>", name, self.settings.subject_prefix)
+        assert self._acked is not None
+        last = info.state.last_seq
+        if not last:
+            return
+        with contextlib.suppress(NotFoundError):
+            message = await stream.get_msg(name, seq=last)
+            headers = message.headers or {}
+            published = headers.get(cloud_events.MSG_ID, "")
+            if (
+                headers.get(HISTORY_HEADER) == self._acked.history_id
+                and published.isdigit()
+                and int(published) > self._acked.seq
+            ):
+                self._acked = relays.Position(self._acked.history_id, int(published))
+
+    async def _publish(self, stream: JetStreamContext) -> None:
+        assert self._acked is not None
+        history_id = self._acked.history_id
+        request = WatchEventsRequest(resume_token=token(history_id, self._acked.seq))
+        events: asyncio.Queue[Event] = asyncio.Queue(MAX_BATCH * 4)
+        reading = asyncio.create_task(self._read(request, events))
+        loop = asyncio.get_running_loop()
+        saved_at = loop.time()
+        unsaved = False
+        try:
+            while True:
+                if unsaved:
+                    try:
+                        first = await asyncio.wait_for(
+                            _next(events, reading), SAVE_EVERY - (loop.time() - saved_at)
+                        )
+                    except TimeoutError:
+                        await self._save()
+                        saved_at, unsaved = loop.time(), False
+                        continue
+                else:
+                    first = await _next(events, reading)
+                batch = [first]
+                while len(batch) < MAX_BATCH and not events.empty():
+                    batch.append(events.get_nowait())
+                if loop.time() > self._held_until:
+                    raise LeaseLost()
+                acks = []
+                for event in batch:
+                    built = cloud_events.message(
+                        event,
+                        prefix=self.settings.subject_prefix,
+                        source=self.settings.source,
+                        history_id=history_id,
+                        mode=self.settings.content_mode,
+                    )
+                    built.headers[HISTORY_HEADER] = history_id
+                    acks.append(
+                        await stream.publish_async(
+                            built.subject,
+                            built.body,
+                            headers=built.headers,
+                            stream=self.settings.stream,
+                        )
+                    )
+                await asyncio.wait_for(asyncio.gather(*acks), ACK_TIMEOUT)
+                self._acked = relays.Position(history_id, int(batch[-1].event_id))
+                self.state.published += len(batch)
+                unsaved = True
+                if loop.time() - saved_at >= SAVE_EVERY:
+                    await self._save()
+                    saved_at, unsaved = loop.time(), False
+        finally:
+            reading.cancel()
+            await asyncio.gather(reading, return_exceptions=True)
+
+    async def _read(self, request: WatchEventsRequest, events: asyncio.Queue[Event]) -> None:
+        """The events after the position, from the stream WatchEvents serves."""
+        async with contextlib.aclosing(self.watching.watch(request)) as stream:
+            async for response in stream:
+                if response.HasField("event"):
+                    await events.put(response.event)
+
+    async def _save(self) -> None:
+        acked = self._acked
+        if acked is None:
+            return
+        now = datetime.now(UTC)
+        held = await self.database.write(
+            lambda session, _: relays.advance(
+                session, self.settings.stream, self.owner, acked.seq, now
+            )
+        )
+        if not held:
+            raise LeaseLost()
+
+    # Lag
+
+    async def _measure(self) -> None:
+        healthy = True
+        while True:
+            try:
+                lag = await self.database.read(
+                    lambda session: relays.lag(session, self.settings.stream)
+                )
+                if lag is not None:
+                    self.state.lag_events = lag.events
+                    oldest = lag.oldest
+                    self.state.oldest_age = (
+                        (datetime.now(UTC) - oldest).total_seconds() if oldest else 0.0
+                    )
+            except Exception as error:
+                log.debug("cannot measure the relay's lag: %s", error)
+            if self.state.healthy != healthy:
+                healthy = self.state.healthy
+                if not healthy:
+                    log.warning(
+                        "the NATS relay is behind: %d events, the oldest %.0f s old",
+                        self.state.lag_events,
+                        self.state.oldest_age,
+                    )
+            await asyncio.sleep(MEASURE_EVERY)
+
+
+async def _next(events: asyncio.Queue[Event], reading: asyncio.Task[None]) -> Event:
+    """The next event; the reader's failure (an ended watch) when it has stopped."""
+    getter = asyncio.ensure_future(events.get())
+    await asyncio.wait({getter, reading}, return_when=asyncio.FIRST_COMPLETED)
+    if getter.done():
+        return getter.result()
+    getter.cancel()
+    error = reading.exception() if not reading.cancelled() else None
+    raise error or ConnectionError("the event stream ended")
+
+
+async def _quiet(error: Exception) -> None:
+    log.debug("NATS: %s", error)
+
+
+async def _quiet_closed() -> None:
+    pass
+
+
+def _why(error: BaseException) -> str:
+    if isinstance(error, DomainError):
+        return error.message
+    return str(error) or type(error).__name__
+
+
+def warn_if_held_back(positions: list[Any], relaying: set[str], retention: timedelta) -> None:
+    """At start-up: a relay that is not running here and has events older than the
+    retention waiting keeps them from being pruned."""
+    now = datetime.now(UTC)
+    for row in positions:
+        if row.stream not in relaying and now - row.relayed_time > retention:
+            log.warning(
+                "the NATS relay to stream %s has not run for longer than the event retention"
+                " (%s): the events it has not published are kept for it, and the outbox"
+                " grows until it runs again (start with --publish-nats) or its position is"
+                " removed (docs/relay.md)",
+                row.stream,
+                retention,
+            )
