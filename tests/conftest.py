@@ -5,6 +5,7 @@ from __future__ import annotations
 import asyncio
 import gc
 import os
+import socket
 import sys
 import threading
 import uuid
@@ -26,6 +27,7 @@ POSTGRES_ADMIN_URL = os.environ.get(
     "CM_TEST_POSTGRES_URL", "postgresql://postgres@127.0.0.1:5432/test"
 )
 IN_CI = os.environ.get("CI", "").lower() == "true"
+NATS_URL = os.environ.get("CM_TEST_NATS_URL", "nats://127.0.0.1:4222")
 HANG_REPORT_AFTER = float(os.environ.get("CM_TEST_HANG_REPORT", "600"))
 """Seconds after which a test still running prints its asyncio tasks' stacks (where each
 awaits), before pytest-timeout fails it and prints only the threads' stacks."""
@@ -70,6 +72,19 @@ def postgres_database() -> Iterator[str]:
     finally:
         admin.execute(f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)')
         admin.close()
+
+
+@pytest.fixture(scope="session")
+def nats_url() -> str:
+    """NATS with JetStream, for the relay tests: required in CI, else they skip without it."""
+    host, port = NATS_URL.removeprefix("nats://").rsplit(":", 1)
+    try:
+        socket.create_connection((host, int(port)), timeout=5).close()
+    except OSError as error:
+        if IN_CI:
+            pytest.fail(f"NATS is required in CI but unreachable at {NATS_URL}: {error}")
+        pytest.skip(f"NATS unreachable at {NATS_URL}: {error}")
+    return NATS_URL
 
 
 @pytest.fixture(scope="session", params=["sqlite", "postgresql"])

@@ -249,19 +249,23 @@ class Relay:
         loop = asyncio.get_running_loop()
         saved_at = loop.time()
         unsaved = False
+        # One getter at a time, kept across waits: a cancelled get could lose an event.
+        getter: asyncio.Future[Event] | None = None
         try:
             while True:
-                if unsaved:
-                    try:
-                        first = await asyncio.wait_for(
-                            _next(events, reading), SAVE_EVERY - (loop.time() - saved_at)
-                        )
-                    except TimeoutError:
-                        await self._save()
-                        saved_at, unsaved = loop.time(), False
-                        continue
-                else:
-                    first = await _next(events, reading)
+                if getter is None:
+                    getter = asyncio.ensure_future(events.get())
+                wait = max(0.0, SAVE_EVERY - (loop.time() - saved_at)) if unsaved else None
+                await asyncio.wait(
+                    {getter, reading}, timeout=wait, return_when=asyncio.FIRST_COMPLETED
+                )
+                if not getter.done():
+                    if reading.done():  # the watch ended: start again from the position
+                        raise reading.exception() or ConnectionError("the event stream ended")
+                    await self._save()  # quiet for SAVE_EVERY: the position is saved now
+                    saved_at, unsaved = loop.time(), False
+                    continue
+                first, getter = getter.result(), None
                 batch = [first]
                 while len(batch) < MAX_BATCH and not events.empty():
                     batch.append(events.get_nowait())
@@ -293,6 +297,8 @@ class Relay:
                     await self._save()
                     saved_at, unsaved = loop.time(), False
         finally:
+            if getter is not None:
+                getter.cancel()
             reading.cancel()
             await asyncio.gather(reading, return_exceptions=True)
 
@@ -342,17 +348,6 @@ class Relay:
                         self.state.oldest_age,
                     )
             await asyncio.sleep(MEASURE_EVERY)
-
-
-async def _next(events: asyncio.Queue[Event], reading: asyncio.Task[None]) -> Event:
-    """The next event; the reader's failure (an ended watch) when it has stopped."""
-    getter = asyncio.ensure_future(events.get())
-    await asyncio.wait({getter, reading}, return_when=asyncio.FIRST_COMPLETED)
-    if getter.done():
-        return getter.result()
-    getter.cancel()
-    error = reading.exception() if not reading.cancelled() else None
-    raise error or ConnectionError("the event stream ended")
 
 
 async def _quiet(error: Exception) -> None:
