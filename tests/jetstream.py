@@ -3,9 +3,9 @@ back message by message."""
 
 from __future__ import annotations
 
+import contextlib
 import json
 import uuid
-from collections.abc import AsyncIterator
 from dataclasses import dataclass
 from typing import Any
 
@@ -52,7 +52,8 @@ class Published:
 
     @property
     def event_id(self) -> int:
-        return int(self.headers["Nats-Msg-Id"])
+        """The CloudEvent's id (in the body, or in ce-id in the protobuf mode)."""
+        return int(self.headers.get("ce-id") or self.envelope["id"])
 
 
 async def messages(target: Target) -> list[Published]:
@@ -71,7 +72,17 @@ async def messages(target: Target) -> list[Published]:
         return found
 
 
-class connect:  # noqa: N801 (used as `async with connect(url) as stream`)
+async def count(target: Target) -> int:
+    """Messages in the stream (0 before it exists)."""
+    async with connect(target.url) as stream:
+        try:
+            info = await stream.stream_info(target.stream)
+        except NotFoundError:
+            return 0
+        return int(info.state.messages)
+
+
+class connect:  # used as `async with connect(url) as stream`
     def __init__(self, url: str) -> None:
         self.url = url
         self.connection: Any = None
@@ -86,7 +97,5 @@ class connect:  # noqa: N801 (used as `async with connect(url) as stream`)
 
 async def remove(target: Target) -> None:
     async with connect(target.url) as stream:
-        try:
+        with contextlib.suppress(NotFoundError):
             await stream.delete_stream(target.stream)
-        except NotFoundError:
-            pass

@@ -4,25 +4,28 @@ CloudEvent; through crashes, a broker outage and a change of relaying replica.""
 from __future__ import annotations
 
 import asyncio
-import base64
 import contextlib
-import json
+import urllib.request
 from collections.abc import AsyncIterator
 from datetime import UTC, datetime, timedelta
+from pathlib import Path
 from typing import Any
 
 import grpc
+import jetstream
 import pytest
+from faults import ServerProcess, free_port
 from google.protobuf import json_format
 from google.protobuf.field_mask_pb2 import FieldMask
 from google.protobuf.timestamp_pb2 import Timestamp
-from grpc_health.v1 import health_pb2, health_pb2_grpc
+from jetstream import Published, Target, messages, new_target, remove
+from prometheus_client.parser import text_string_to_metric_families
+from sqlalchemy import create_engine, text
 
 from customer_management.changes.watching import token
 from customer_management.config import Config
 from customer_management.domain.notifications import KIND_OF_TYPE, tmf_name
 from customer_management.server import Server
-from jetstream import Published, Target, messages, new_target, remove
 from tmf629.v1 import service_pb2 as pb
 from tmf629.v1 import service_pb2_grpc
 from tmf629.v1.credit_category_pb2 import CreditCategory
@@ -116,14 +119,10 @@ async def every_kind_of_change(stub: Any) -> None:
 async def published(target: Target, count: int, within: float = 20.0) -> list[Published]:
     """The stream's messages once it holds `count` (failing after `within` seconds)."""
     deadline = asyncio.get_running_loop().time() + within
-    while True:
-        found = await messages(target)
-        if len(found) >= count:
-            return found
-        assert asyncio.get_running_loop().time() < deadline, (
-            f"{len(found)} of {count} published: {[m.subject for m in found]}"
-        )
+    while (held := await jetstream.count(target)) < count:
+        assert asyncio.get_running_loop().time() < deadline, f"{held} of {count} published"
         await asyncio.sleep(0.1)
+    return await messages(target)
 
 
 async def watched(stub: Any, history_id: str, count: int) -> list[Event]:
@@ -186,12 +185,14 @@ async def test_every_change_is_one_structured_cloud_event_in_commit_order(
 async def test_the_protobuf_mode_carries_the_same_event_in_ce_headers(
     own_database: str, target: Target
 ) -> None:
-    async with relaying(own_database, target, nats_content_mode="protobuf") as server:
-        async with stub_of(server) as stub:
-            await every_kind_of_change(stub)
-            found = await published(target, 12)
-            history_id = found[0].headers["ce-tmf629history"]
-            events = await watched(stub, history_id, 12)
+    async with (
+        relaying(own_database, target, nats_content_mode="protobuf") as server,
+        stub_of(server) as stub,
+    ):
+        await every_kind_of_change(stub)
+        found = await published(target, 12)
+        history_id = found[0].headers["ce-tmf629history"]
+        events = await watched(stub, history_id, 12)
     for message, event in zip(found, events, strict=True):
         resource = resource_of(event)
         headers = message.headers
@@ -209,5 +210,145 @@ async def test_the_protobuf_mode_carries_the_same_event_in_ce_headers(
     assert not any(PIN.encode() in m.data for m in found)
 
 
-def _unused() -> None:  # keeps imports honest while the file grows
-    _ = (base64, json, health_pb2, health_pb2_grpc)
+def outbox_events(database_url: str) -> list[tuple[int, str]]:
+    """(seq, resource id) of every event in the outbox, in commit order."""
+    engine = create_engine(database_url.replace("postgresql+psycopg", "postgresql+psycopg"))
+    try:
+        with engine.connect() as connection:
+            rows = connection.execute(text("SELECT seq, resource_id FROM event ORDER BY seq"))
+            return [(int(seq), str(resource)) for seq, resource in rows]
+    finally:
+        engine.dispose()
+
+
+async def all_relayed(database_url: str, target: Target, within: float = 30.0) -> list[Published]:
+    """The stream once it holds as many messages as the outbox has events."""
+    expected = len(await asyncio.to_thread(outbox_events, database_url))
+    return await published(target, expected, within)
+
+
+def assert_exactly_once_in_commit_order(database_url: str, found: list[Published]) -> None:
+    committed = outbox_events(database_url)
+    ids = [m.event_id for m in found]
+    assert len(ids) == len(set(ids)), "an event is in the stream twice"
+    assert ids == [seq for seq, _ in committed], "the stream misses events or has them out of order"
+    by_resource: dict[str, list[int]] = {}
+    for message in found:
+        by_resource.setdefault(message.envelope["subject"], []).append(message.event_id)
+    assert all(seqs == sorted(seqs) for seqs in by_resource.values())
+
+
+class Writes:
+    """Creates and updates customers from a few callers until stopped; a call that fails
+    (the server being killed) is simply not acknowledged."""
+
+    def __init__(self, address: str, callers: int = 4) -> None:
+        self.address = address
+        self.acknowledged = 0
+        self._stop = asyncio.Event()
+        self._tasks = [asyncio.create_task(self._write(i)) for i in range(callers)]
+
+    async def _write(self, caller: int) -> None:
+        n = 0
+        while not self._stop.is_set():
+            try:
+                async with grpc.aio.insecure_channel(self.address) as channel:
+                    stub = service_pb2_grpc.CustomerManagementServiceStub(channel)
+                    while not self._stop.is_set():
+                        made = await stub.CreateCustomer(
+                            pb.CreateCustomerRequest(customer=Customer(name=f"w{caller}-{n}")),
+                            timeout=5,
+                        )
+                        self.acknowledged += 1
+                        await stub.UpdateCustomer(
+                            pb.UpdateCustomerRequest(
+                                customer=Customer(id=made.id, description=f"{n}")
+                            ),
+                            timeout=5,
+                        )
+                        self.acknowledged += 1
+                        n += 1
+            except grpc.aio.AioRpcError:
+                await asyncio.sleep(0.1)
+
+    async def stop(self) -> None:
+        self._stop.set()
+        await asyncio.gather(*self._tasks)
+
+
+async def test_a_killed_relay_restarts_without_losing_or_repeating_an_event(
+    own_database: str, target: Target, tmp_path: Path
+) -> None:
+    server = ServerProcess(own_database, tmp_path / "server.log", *target.args())
+    await server.start()
+    writes = Writes(server.address)
+    try:
+        for _ in range(3):  # killed three times, each time while events flow
+            await published(target, await jetstream.count(target) + 50)
+            await server.kill()
+            await server.start()
+        await published(target, await jetstream.count(target) + 50)
+        await writes.stop()
+        assert writes.acknowledged >= 200
+        found = await all_relayed(own_database, target)
+        assert_exactly_once_in_commit_order(own_database, found)
+    finally:
+        await writes.stop()
+        await server.stop()
+
+
+def leader_of(replicas: list[ServerProcess]) -> ServerProcess:
+    leading = [r for r in replicas if r.running and metric(r, "cm_relay_leader") == 1]
+    assert len(leading) <= 1, "two replicas relay at once"
+    if not leading:
+        raise LookupError("no replica relays")
+    return leading[0]
+
+
+def metric(replica: ServerProcess, name: str) -> float:
+    with urllib.request.urlopen(
+        f"http://127.0.0.1:{replica.metrics_port}/metrics", timeout=5
+    ) as answer:
+        text_ = answer.read().decode()
+    return next(
+        sample.value
+        for family in text_string_to_metric_families(text_)
+        for sample in family.samples
+        if sample.name == name
+    )
+
+
+async def test_one_replica_relays_and_another_takes_over_when_it_dies(
+    own_database: str, target: Target, tmp_path: Path
+) -> None:
+    replicas = []
+    for i in range(2):
+        port = free_port()
+        replica = ServerProcess(
+            own_database, tmp_path / f"replica{i}.log", *target.args(), "--metrics-port", str(port)
+        )
+        replica.metrics_port = port  # type: ignore[attr-defined]
+        replicas.append(replica)
+    try:
+        for replica in replicas:
+            await replica.start()
+        writers = [Writes(r.address, callers=2) for r in replicas]
+        await published(target, 100)
+        leader = leader_of(replicas)
+        await leader.kill()
+        other = next(r for r in replicas if r is not leader)
+        killed_at = asyncio.get_running_loop().time()
+        while True:  # the lease (5 s) lapses, and the other replica takes over
+            with contextlib.suppress(LookupError):
+                if leader_of(replicas) is other:
+                    break
+            assert asyncio.get_running_loop().time() - killed_at < 15, "nobody took over"
+            await asyncio.sleep(0.2)
+        await published(target, await jetstream.count(target) + 50)
+        for writer in writers:
+            await writer.stop()
+        found = await all_relayed(own_database, target)
+        assert_exactly_once_in_commit_order(own_database, found)
+    finally:
+        for replica in replicas:
+            await replica.stop()

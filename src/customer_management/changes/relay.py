@@ -256,9 +256,8 @@ class Relay:
                 if getter is None:
                     getter = asyncio.ensure_future(events.get())
                 wait = max(0.0, SAVE_EVERY - (loop.time() - saved_at)) if unsaved else None
-                await asyncio.wait(
-                    {getter, reading}, timeout=wait, return_when=asyncio.FIRST_COMPLETED
-                )
+                either: set[asyncio.Future[Any]] = {getter, reading}
+                await asyncio.wait(either, timeout=wait, return_when=asyncio.FIRST_COMPLETED)
                 if not getter.done():
                     if reading.done():  # the watch ended: start again from the position
                         raise reading.exception() or ConnectionError("the event stream ended")
