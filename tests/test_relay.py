@@ -14,18 +14,23 @@ from typing import Any
 import grpc
 import jetstream
 import pytest
-from faults import ServerProcess, free_port
+from faults import ServerProcess, TcpProxy, free_port
 from google.protobuf import json_format
 from google.protobuf.field_mask_pb2 import FieldMask
 from google.protobuf.timestamp_pb2 import Timestamp
+from grpc_health.v1 import health_pb2, health_pb2_grpc
 from jetstream import Published, Target, messages, new_target, remove
+from nats.js.api import StreamConfig
 from prometheus_client.parser import text_string_to_metric_families
 from sqlalchemy import create_engine, text
+from test_operability import scrape
 
+from customer_management.changes.retention import forget_old_events
 from customer_management.changes.watching import token
 from customer_management.config import Config
 from customer_management.domain.notifications import KIND_OF_TYPE, tmf_name
 from customer_management.server import Server
+from helpers import own_stub
 from tmf629.v1 import service_pb2 as pb
 from tmf629.v1 import service_pb2_grpc
 from tmf629.v1.credit_category_pb2 import CreditCategory
@@ -352,3 +357,142 @@ async def test_one_replica_relays_and_another_takes_over_when_it_dies(
     finally:
         for replica in replicas:
             await replica.stop()
+
+
+async def health_of(server: Server, name: str) -> int:
+    async with grpc.aio.insecure_channel(f"127.0.0.1:{server.port}") as channel:
+        answer = await health_pb2_grpc.HealthStub(channel).Check(
+            health_pb2.HealthCheckRequest(service=name), timeout=5
+        )
+        return int(answer.status)
+
+
+async def until(condition: Any, within: float, what: str) -> None:
+    deadline = asyncio.get_running_loop().time() + within
+    while not await condition():
+        assert asyncio.get_running_loop().time() < deadline, what
+        await asyncio.sleep(0.1)
+
+
+async def test_a_broker_outage_delays_events_but_loses_none(
+    own_database: str, target: Target
+) -> None:
+    proxy = TcpProxy(("127.0.0.1", int(target.url.rsplit(":", 1)[1])))
+    await proxy.start()
+    through_proxy = Target(f"nats://127.0.0.1:{proxy.port}", target.stream, target.prefix)
+    serving, not_serving = (
+        health_pb2.HealthCheckResponse.SERVING,
+        health_pb2.HealthCheckResponse.NOT_SERVING,
+    )
+    try:
+        async with (
+            relaying(own_database, through_proxy, health_interval=0.1, metrics_port=0) as server,
+            stub_of(server) as stub,
+        ):
+            for i in range(3):
+                await stub.CreateCustomer(pb.CreateCustomerRequest(customer=Customer(name=f"a{i}")))
+            await published(target, 3)
+            await proxy.cut()
+            # The service goes on: writes are acknowledged, its health stays SERVING.
+            for i in range(5):
+                await stub.CreateCustomer(pb.CreateCustomerRequest(customer=Customer(name=f"b{i}")))
+            assert await health_of(server, "") == serving
+
+            async def relay_down() -> bool:
+                return await health_of(server, "relay") == not_serving
+
+            await until(relay_down, 15, "the relay health never said NOT_SERVING")
+            assert await health_of(server, "") == serving
+
+            def lag() -> float:
+                samples = scrape(server.metrics.port)
+                return samples[("cm_relay_lag_events", ())]
+
+            async def lagging() -> bool:
+                return await asyncio.to_thread(lag) == 5
+
+            await until(lagging, 10, "the lag metric never showed the 5 waiting events")
+            age = scrape(server.metrics.port)[("cm_relay_oldest_unrelayed_age_seconds", ())]
+            assert age > 0
+            assert await jetstream.count(target) == 3
+            await proxy.restore()
+            found = await published(target, 8, within=60)  # after the backoff, in order
+
+            async def relay_up() -> bool:
+                return await health_of(server, "relay") == serving
+
+            await until(relay_up, 15, "the relay health never came back")
+            await until(lambda: _zero(lag), 10, "the lag never went back to 0")
+        assert [m.envelope["data"]["name"] for m in found] == [
+            *(f"a{i}" for i in range(3)),
+            *(f"b{i}" for i in range(5)),
+        ]
+        assert_exactly_once_in_commit_order(own_database, found)
+    finally:
+        await proxy.stop()
+
+
+async def _zero(lag: Any) -> bool:
+    return await asyncio.to_thread(lag) == 0
+
+
+async def test_pruning_keeps_what_the_relay_has_not_published(
+    own_database: str, target: Target, caplog: pytest.LogCaptureFixture
+) -> None:
+    # Relayed once, then the relay is off while five more changes commit.
+    async with relaying(own_database, target) as server, stub_of(server) as stub:
+        for i in range(3):
+            await stub.CreateCustomer(pb.CreateCustomerRequest(customer=Customer(name=f"a{i}")))
+        await published(target, 3)
+    async with own_stub(own_database) as stub:
+        for i in range(5):
+            await stub.CreateCustomer(pb.CreateCustomerRequest(customer=Customer(name=f"b{i}")))
+    # Longer off than the retention: start-up says so, and pruning keeps the five.
+    engine = create_engine(own_database)
+    with engine.begin() as connection:
+        old = datetime.now(UTC) - timedelta(days=30)
+        connection.execute(text("UPDATE event_relay SET relayed_time = :old"), {"old": old})
+    engine.dispose()
+    server = Server(Config(port=0, database_url=own_database, event_retention_hours=24))
+    await server.start()
+    try:
+        assert f"the NATS relay to stream {target.stream} has not run for longer" in caplog.text
+        assert await forget_old_events(server.database, timedelta(0)) == 3
+    finally:
+        await server.stop(grace=1)
+    assert [seq for seq, _ in outbox_events(own_database)] == [4, 5, 6, 7, 8]
+    # Back on, the relay publishes them.
+    async with relaying(own_database, target):
+        found = await published(target, 8)
+    assert [m.event_id for m in found] == list(range(1, 9))
+
+
+async def test_the_relay_creates_its_stream_or_uses_the_one_there(
+    own_database: str, nats_url: str
+) -> None:
+    created, existing = new_target(nats_url), new_target(nats_url)
+    try:
+        async with jetstream.connect(nats_url) as stream:
+            await stream.add_stream(
+                StreamConfig(
+                    name=existing.stream,
+                    subjects=[f"{existing.prefix}.>", "elsewhere.>"],
+                    duplicate_window=300,
+                    max_msgs=1000,
+                )
+            )
+        async with relaying(own_database, created, nats_duplicate_window=30) as server:
+            async with stub_of(server) as stub:
+                await stub.CreateCustomer(pb.CreateCustomerRequest(customer=Customer(name="c")))
+            await published(created, 1)
+        async with relaying(own_database, existing):
+            await published(existing, 1)
+        async with jetstream.connect(nats_url) as stream:
+            made = (await stream.stream_info(created.stream)).config
+            kept = (await stream.stream_info(existing.stream)).config
+        assert made.subjects == [f"{created.prefix}.>"] and made.duplicate_window == 30
+        assert kept.subjects == [f"{existing.prefix}.>", "elsewhere.>"]
+        assert kept.duplicate_window == 300 and kept.max_msgs == 1000
+    finally:
+        await remove(created)
+        await remove(existing)

@@ -115,10 +115,10 @@ class Relay:
         for task in self._tasks:
             task.cancel()
         await asyncio.gather(*self._tasks, return_exceptions=True)
-        if self.state.leader:
-            with contextlib.suppress(Exception):
+        if self._acked is not None:  # it relayed: what was acknowledged is saved (if still
+            with contextlib.suppress(Exception):  # its lease), and the lease freed
                 await self._save()
-            with contextlib.suppress(Exception):  # a lapsed lease frees it anyway
+            with contextlib.suppress(Exception):  # (a lapsed lease frees it anyway)
                 await self.database.write(
                     lambda session, _: relays.release(session, self.settings.stream, self.owner)
                 )
@@ -196,6 +196,8 @@ class Relay:
                 raise
             except Exception as error:
                 self.state.connected = False
+                with contextlib.suppress(Exception):  # what was acknowledged stays so
+                    await self._save()
                 if not failing:  # once per outage, not once per retry
                     log.warning(
                         "cannot relay events to NATS at %s (%s); retrying with backoff",
