@@ -5,6 +5,8 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import os
+import sys
 import urllib.request
 from collections.abc import AsyncIterator
 from datetime import UTC, datetime, timedelta
@@ -496,3 +498,65 @@ async def test_the_relay_creates_its_stream_or_uses_the_one_there(
     finally:
         await remove(created)
         await remove(existing)
+
+
+def consumer_example() -> str:
+    page = (Path(__file__).parents[1] / "docs" / "relay.md").read_text()
+    section = page.split("## A consumer", 1)[1]
+    return section.split("```python\n", 1)[1].split("```", 1)[0]
+
+
+async def lines_of(process: asyncio.subprocess.Process, count: int) -> list[str]:
+    assert process.stdout is not None
+    return [
+        (await asyncio.wait_for(process.stdout.readline(), 20)).decode().strip()
+        for _ in range(count)
+    ]
+
+
+async def test_the_consumer_example_prints_every_event_once(
+    own_database: str, target: Target, tmp_path: Path
+) -> None:
+    script = tmp_path / "consumer.py"
+    script.write_text(consumer_example())
+    environment = {
+        **os.environ,
+        "NATS_URL": target.url,
+        "STREAM": target.stream,
+        "SUBJECT_PREFIX": target.prefix,
+        "DURABLE": "example",
+    }
+
+    async def consumer() -> asyncio.subprocess.Process:
+        return await asyncio.create_subprocess_exec(
+            sys.executable, str(script), env=environment, stdout=asyncio.subprocess.PIPE
+        )
+
+    async with relaying(own_database, target) as server, stub_of(server) as stub:
+        made = [
+            await stub.CreateCustomer(pb.CreateCustomerRequest(customer=Customer(name=f"c{i}")))
+            for i in range(3)
+        ]
+        await published(target, 3)
+        first = await consumer()
+        try:
+            printed = await lines_of(first, 3)
+        finally:
+            first.kill()
+            await first.wait()
+        assert printed == [
+            f"org.tmforum.tmf629.CustomerCreateNotification {c.id} {i}"
+            for i, c in enumerate(made, start=1)
+        ]
+        await stub.DeleteCustomer(pb.DeleteCustomerRequest(id=made[0].id))
+        await published(target, 4)
+        second = await consumer()  # the durable consumer goes on where it stopped
+        try:
+            printed = await lines_of(second, 1)
+            assert second.stdout is not None
+            with pytest.raises(TimeoutError):  # and nothing again
+                await asyncio.wait_for(second.stdout.readline(), 2)
+        finally:
+            second.kill()
+            await second.wait()
+        assert printed == [f"org.tmforum.tmf629.CustomerDeleteNotification {made[0].id} 4"]
