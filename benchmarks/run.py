@@ -42,6 +42,7 @@ from benchmarks import history as bench_history
 from benchmarks import load as bench_load
 from benchmarks import overload as bench_overload
 from benchmarks import reads as bench_reads
+from benchmarks import relay as bench_relay
 from benchmarks import scale as bench_scale
 from benchmarks import tracing as bench_tracing
 from tmf629.v1 import service_pb2 as pb
@@ -640,6 +641,19 @@ def history_phase(
         )
 
 
+def relay_phase(database: str, workdir: Path, args: argparse.Namespace) -> bench_relay.RelayRun:
+    return bench_relay.relay_run(
+        database,
+        lambda label: fresh_database(database, workdir, label),
+        workdir,
+        server,
+        nats_url=args.nats_url,
+        rounds=args.relay_rounds,
+        seconds=args.relay_seconds,
+        rate=args.relay_rate,
+    )
+
+
 def overload_phase(
     database: str, workdir: Path, args: argparse.Namespace
 ) -> bench_overload.OverloadRun:
@@ -692,6 +706,16 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument(
         "--overload-seconds", type=float, default=10.0, help="of the flood; 0 skips the phase"
     )
+    parser.add_argument(
+        "--relay-rounds", type=int, default=3, help="rounds of the relay phase; 0 skips it"
+    )
+    parser.add_argument("--relay-seconds", type=float, default=15.0, help="per load there")
+    parser.add_argument(
+        "--relay-rate", type=float, default=200.0, help="writes/s while delays are measured"
+    )
+    parser.add_argument(
+        "--nats-url", default=os.environ.get("CM_BENCH_NATS_URL", "nats://127.0.0.1:4222")
+    )
     parser.add_argument("--output", default="BENCHMARKS.md")
     args = parser.parse_args(argv)
     binary = ensure_h2load()
@@ -701,6 +725,7 @@ def main(argv: list[str] | None = None) -> int:
     reads: list[bench_reads.ReadRun] = []
     overloads: list[bench_overload.OverloadRun] = []
     histories: list[bench_history.HistoryRun] = []
+    relayed: list[bench_relay.RelayRun] = []
     with tempfile.TemporaryDirectory(prefix="cm-bench-") as tmp:
         workdir = Path(tmp)
         for database in filter(None, args.databases.split(",")):
@@ -716,6 +741,8 @@ def main(argv: list[str] | None = None) -> int:
                 reads.append(reads_phase(database, workdir, args))
             if args.history_rounds > 0:
                 histories.append(history_phase(database, workdir, args))
+            if args.relay_rounds > 0:
+                relayed.append(relay_phase(database, workdir, args))
             if args.overload_seconds > 0:
                 overloads.append(overload_phase(database, workdir, args))
             if args.load_minutes > 0:
@@ -741,6 +768,7 @@ def main(argv: list[str] | None = None) -> int:
         + watch_report(watching)
         + bench_reads.report(reads)
         + bench_history.report(histories)
+        + bench_relay.report(relayed)
         + bench_overload.report(overloads)
         + bench_load.report(loaded)
         + bench_tracing.report(traced, args)
@@ -753,6 +781,7 @@ def main(argv: list[str] | None = None) -> int:
         and all(watch_met(run) for run in watching)
         and all(bench_reads.met(run) for run in reads)
         and all(bench_history.met(run) for run in histories)
+        and all(bench_relay.met(run) for run in relayed)
         and all(bench_overload.met(run) for run in overloads)
         and all(bench_load.met(run) for run in loaded)
         and (traced is None or bench_tracing.met(traced))

@@ -23,7 +23,8 @@ from customer_management.changes.broker import Broker
 from customer_management.changes.cloud_events import ContentMode
 from customer_management.changes.delivery import Dispatcher
 from customer_management.changes.hubs import Hubs
-from customer_management.changes.relay import Relay, RelaySettings, warn_if_held_back
+from customer_management.changes.relay import RelaySettings, warn_if_held_back
+from customer_management.changes.relay_process import RelayProcess
 from customer_management.changes.retention import (
     forget_old_events,
     forget_old_history,
@@ -157,7 +158,7 @@ class Server:
         self._http_socket: socket.socket | None = None
         self.gateway: Gateway | None = None
         self.dispatcher: Dispatcher | None = None
-        self.relay: Relay | None = None
+        self.relay: RelayProcess | None = None
 
     async def start(self) -> int:
         address = f"{self.config.host}:{self.config.port}"
@@ -311,9 +312,8 @@ class Server:
                 hubs, watching, claim_interval=self.config.hub_claim_interval
             )
         if self.config.publish_nats:
-            self.relay = Relay(
+            self.relay = RelayProcess(
                 self.database,
-                watching,
                 RelaySettings(
                     url=self.config.publish_nats,
                     stream=self.config.nats_stream,
@@ -322,7 +322,10 @@ class Server:
                     duplicate_window=self.config.nats_duplicate_window,
                     source=settings.base_url,
                 ),
+                log_level=self.config.log_level,
+                log_format=self.config.log_format,
             )
+            self.broker.follow(self.relay)  # every commit wakes it
             self.metrics.watch_relay(self.relay.state)
         health_pb2_grpc.add_HealthServicer_to_server(self.health, registry)
         if self.config.reflection:

@@ -1,6 +1,7 @@
 """The relay to NATS JetStream (`--publish-nats`): every event of the outbox, in commit
 order, published once into a JetStream stream as a CloudEvent (see cloud_events.py and
-docs/relay.md).
+docs/relay.md). It runs in a process of its own (relay_process.py), so that building and
+publishing envelopes takes nothing from the server's event loop.
 
 Exactly once into the stream:
 - the position (the last event JetStream acknowledged) is kept in the database and
@@ -16,14 +17,15 @@ it dies another takes over once the lease lapses.
 
 Broker down: the service goes on serving; the relay retries with backoff and resumes
 from its position, in order. Its lag (events not relayed, age of the oldest) is measured
-by every replica for the metrics and the `relay` health name, which turns NOT_SERVING
-without touching the service's own health.
+by every replica (`measure_lag`) for the metrics and the `relay` health name, which turns
+NOT_SERVING without touching the service's own health.
 """
 
 from __future__ import annotations
 
 import asyncio
 import contextlib
+import functools
 import logging
 import random
 import uuid
@@ -38,11 +40,10 @@ from nats.js.errors import NotFoundError
 
 from customer_management.changes import cloud_events
 from customer_management.changes.cloud_events import ContentMode
-from customer_management.changes.watching import Watching, token
 from customer_management.domain.errors import DomainError
-from customer_management.store import relays
+from customer_management.store import outbox, relays
 from customer_management.store.database import Database
-from tmf629.v1.events_pb2 import Event, WatchEventsRequest
+from tmf629.v1.events_pb2 import Event
 
 log = logging.getLogger(__name__)
 LEASE = 5.0
@@ -56,6 +57,10 @@ SAVE_EVERY = 0.25
 """Seconds between position saves while events keep coming (a quiet relay saves at once)."""
 FIRST_BACKOFF = 0.5
 MAX_BACKOFF = 30.0
+LINGER = 0.005
+"""Seconds a woken relay waits before it reads, for the commits right behind."""
+POLL_EVERY = 1.0
+"""Seconds between outbox reads when no commit has woken the relay (a lost wake-up)."""
 MEASURE_EVERY = 2.0
 STALE_AFTER = 30.0
 """An unrelayed event older than this makes the `relay` health NOT_SERVING on every replica."""
@@ -97,10 +102,11 @@ class LeaseLost(Exception):
 
 
 class Relay:
-    def __init__(self, database: Database, watching: Watching, settings: RelaySettings) -> None:
+    def __init__(self, database: Database, settings: RelaySettings) -> None:
         self.database = database
-        self.watching = watching
         self.settings = settings
+        self.wake = asyncio.Event()
+        """Set when events may have committed (relay_process.py sets it)."""
         self.state = RelayState()
         self.owner = uuid.uuid4().hex
         self._held_until = 0.0
@@ -109,7 +115,7 @@ class Relay:
         self._acked: relays.Position | None = None
 
     async def start(self) -> None:
-        self._tasks = [asyncio.create_task(self._lead()), asyncio.create_task(self._measure())]
+        self._tasks = [asyncio.create_task(self._lead())]
 
     async def stop(self) -> None:
         for task in self._tasks:
@@ -243,72 +249,68 @@ class Relay:
                 self._acked = relays.Position(self._acked.history_id, int(published))
 
     async def _publish(self, stream: JetStreamContext) -> None:
+        """Publishes the outbox's events after the position, batch by batch, each batch
+        acknowledged before the next; saves the position at most every SAVE_EVERY."""
         assert self._acked is not None
         history_id = self._acked.history_id
-        request = WatchEventsRequest(resume_token=token(history_id, self._acked.seq))
-        events: asyncio.Queue[Event] = asyncio.Queue(MAX_BATCH * 4)
-        reading = asyncio.create_task(self._read(request, events))
         loop = asyncio.get_running_loop()
         saved_at = loop.time()
         unsaved = False
-        # One getter at a time, kept across waits: a cancelled get could lose an event.
-        getter: asyncio.Future[Event] | None = None
-        try:
-            while True:
-                if getter is None:
-                    getter = asyncio.ensure_future(events.get())
-                wait = max(0.0, SAVE_EVERY - (loop.time() - saved_at)) if unsaved else None
-                either: set[asyncio.Future[Any]] = {getter, reading}
-                await asyncio.wait(either, timeout=wait, return_when=asyncio.FIRST_COMPLETED)
-                if not getter.done():
-                    if reading.done():  # the watch ended: start again from the position
-                        raise reading.exception() or ConnectionError("the event stream ended")
-                    await self._save()  # quiet for SAVE_EVERY: the position is saved now
+        while True:
+            self.wake.clear()  # before the read: a commit after it wakes the next wait
+            after = self._acked.seq
+            page = await self.database.read(
+                functools.partial(outbox.after, seq=after, limit=MAX_BATCH)
+            )
+            if page.pruned_through > after:
+                log.error(
+                    "events %d to %d were pruned before the relay published them",
+                    after + 1,
+                    page.pruned_through,
+                )
+                self._acked = relays.Position(history_id, page.pruned_through)
+                continue
+            if not page.events:
+                wait = SAVE_EVERY - (loop.time() - saved_at) if unsaved else POLL_EVERY
+                with contextlib.suppress(TimeoutError):
+                    await asyncio.wait_for(self.wake.wait(), max(0.0, wait))
+                    # Woken by a commit: let the commits right behind it join the batch,
+                    # so a busy service costs a read and a round trip per batch, not per
+                    # commit.
+                    await asyncio.sleep(LINGER)
+                if unsaved and loop.time() - saved_at >= SAVE_EVERY:
+                    await self._save()  # quiet: the position is saved now
                     saved_at, unsaved = loop.time(), False
-                    continue
-                first, getter = getter.result(), None
-                batch = [first]
-                while len(batch) < MAX_BATCH and not events.empty():
-                    batch.append(events.get_nowait())
-                if loop.time() > self._held_until:
-                    raise LeaseLost()
-                acks = []
-                for event in batch:
-                    built = cloud_events.message(
-                        event,
-                        prefix=self.settings.subject_prefix,
-                        source=self.settings.source,
-                        history_id=history_id,
-                        mode=self.settings.content_mode,
+                continue
+            if loop.time() > self._held_until:
+                raise LeaseLost()
+            acks = []
+            for stored in page.events:
+                event = Event.FromString(stored.body)
+                event.event_id = str(stored.seq)
+                built = cloud_events.message(
+                    event,
+                    prefix=self.settings.subject_prefix,
+                    source=self.settings.source,
+                    history_id=history_id,
+                    mode=self.settings.content_mode,
+                )
+                built.headers[HISTORY_HEADER] = history_id
+                acks.append(
+                    await stream.publish_async(
+                        built.subject,
+                        built.body,
+                        headers=built.headers,
+                        stream=self.settings.stream,
                     )
-                    built.headers[HISTORY_HEADER] = history_id
-                    acks.append(
-                        await stream.publish_async(
-                            built.subject,
-                            built.body,
-                            headers=built.headers,
-                            stream=self.settings.stream,
-                        )
-                    )
-                await asyncio.wait_for(asyncio.gather(*acks), ACK_TIMEOUT)
-                self._acked = relays.Position(history_id, int(batch[-1].event_id))
-                self.state.published += len(batch)
-                unsaved = True
-                if loop.time() - saved_at >= SAVE_EVERY:
-                    await self._save()
-                    saved_at, unsaved = loop.time(), False
-        finally:
-            if getter is not None:
-                getter.cancel()
-            reading.cancel()
-            await asyncio.gather(reading, return_exceptions=True)
-
-    async def _read(self, request: WatchEventsRequest, events: asyncio.Queue[Event]) -> None:
-        """The events after the position, from the stream WatchEvents serves."""
-        async with contextlib.aclosing(self.watching.watch(request)) as stream:
-            async for response in stream:
-                if response.HasField("event"):
-                    await events.put(response.event)
+                )
+            await asyncio.wait_for(asyncio.gather(*acks), ACK_TIMEOUT)
+            self._acked = relays.Position(history_id, page.events[-1].seq)
+            self.state.published += len(page.events)
+            unsaved = True
+            if loop.time() - saved_at >= SAVE_EVERY:
+                await self._save()
+                saved_at, unsaved = loop.time(), False
 
     async def _save(self) -> None:
         acked = self._acked
@@ -323,33 +325,6 @@ class Relay:
         if not held:
             raise LeaseLost()
 
-    # Lag
-
-    async def _measure(self) -> None:
-        healthy = True
-        while True:
-            try:
-                lag = await self.database.read(
-                    lambda session: relays.lag(session, self.settings.stream)
-                )
-                if lag is not None:
-                    self.state.lag_events = lag.events
-                    oldest = lag.oldest
-                    self.state.oldest_age = (
-                        (datetime.now(UTC) - oldest).total_seconds() if oldest else 0.0
-                    )
-            except Exception as error:
-                log.debug("cannot measure the relay's lag: %s", error)
-            if self.state.healthy != healthy:
-                healthy = self.state.healthy
-                if not healthy:
-                    log.warning(
-                        "the NATS relay is behind: %d events, the oldest %.0f s old",
-                        self.state.lag_events,
-                        self.state.oldest_age,
-                    )
-            await asyncio.sleep(MEASURE_EVERY)
-
 
 async def _quiet(error: Exception) -> None:
     log.debug("NATS: %s", error)
@@ -363,6 +338,32 @@ def _why(error: BaseException) -> str:
     if isinstance(error, DomainError):
         return error.message
     return str(error) or type(error).__name__
+
+
+async def measure_lag(database: Database, stream: str, state: RelayState) -> None:
+    """Every MEASURE_EVERY seconds, how far the stream's relay is behind (for the metrics
+    and the `relay` health name); a warning when it falls behind, and when it is back."""
+    healthy = True
+    while True:
+        try:
+            lag = await database.read(lambda session: relays.lag(session, stream))
+            if lag is not None:
+                state.lag_events = lag.events
+                oldest = lag.oldest
+                state.oldest_age = (datetime.now(UTC) - oldest).total_seconds() if oldest else 0.0
+        except Exception as error:
+            log.debug("cannot measure the relay's lag: %s", error)
+        if state.healthy != healthy:
+            healthy = state.healthy
+            if healthy:
+                log.warning("the NATS relay has caught up")
+            else:
+                log.warning(
+                    "the NATS relay is behind: %d events, the oldest %.0f s old",
+                    state.lag_events,
+                    state.oldest_age,
+                )
+        await asyncio.sleep(MEASURE_EVERY)
 
 
 def warn_if_held_back(positions: list[Any], relaying: set[str], retention: timedelta) -> None:

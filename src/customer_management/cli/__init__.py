@@ -8,33 +8,12 @@ import logging
 import sys
 from pathlib import Path
 
-from pythonjsonlogger.json import JsonFormatter
-
 from customer_management import config as settings
 from customer_management.cli.bulk_import import bulk_import
+from customer_management.observability.logs import configure_logging
 from customer_management.server import serve
 from customer_management.store import migrate
 from customer_management.store.database import Database
-
-
-def configure_logging(level: str, form: str) -> None:
-    """Logs go to stderr: one JSON object a line (`time`, `level`, `logger`, `message` and
-    the line's own fields), or plain text."""
-    handler = logging.StreamHandler(sys.stderr)
-    if form == "json":
-        handler.setFormatter(
-            JsonFormatter(
-                "{asctime}{levelname}{name}{message}",
-                style="{",
-                rename_fields={"asctime": "time", "levelname": "level", "name": "logger"},
-                timestamp=False,
-            )
-        )
-    elif form == "text":
-        handler.setFormatter(logging.Formatter("%(asctime)s %(levelname)s %(name)s: %(message)s"))
-    else:
-        raise SystemExit(f"--log-format is json or text, not {form!r}")
-    logging.basicConfig(level=level.upper(), handlers=[handler], force=True)
 
 
 def main(argv: list[str] | None = None) -> int:
