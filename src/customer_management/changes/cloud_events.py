@@ -55,10 +55,18 @@ class Message:
 
 def subject(prefix: str, event_type: int) -> str:
     """`<prefix>.<resource>.<created|updated|deleted>`, e.g. customers.customer.updated."""
-    kind = KIND_OF_TYPE[event_type]
+    return f"{prefix}.{_SUBJECT[event_type]}"
+
+
+def _subject_end(event_type: int) -> str:
     name = tmf_name(event_type)
     change = next(c for word, c in _CHANGE.items() if name.endswith(f"{word}Notification"))
-    return f"{prefix}.{_RESOURCE[kind]}.{change}"
+    return f"{_RESOURCE[KIND_OF_TYPE[event_type]]}.{change}"
+
+
+# Worked out once: each is asked for every event relayed.
+_SUBJECT = {event_type: _subject_end(event_type) for event_type in KIND_OF_TYPE}
+_TYPE = {event_type: TYPE_PREFIX + tmf_name(event_type) for event_type in KIND_OF_TYPE}
 
 
 def message(
@@ -69,7 +77,7 @@ def message(
     attributes: dict[str, Any] = {
         "id": event.event_id,
         "source": source,
-        "type": TYPE_PREFIX + tmf_name(event.event_type),
+        "type": _TYPE[event.event_type],
         "time": event.event_time.ToDatetime(tzinfo=UTC),
         "subject": resource.id,
         HISTORY_ATTRIBUTE: history_id,
