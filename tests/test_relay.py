@@ -459,6 +459,7 @@ async def test_pruning_keeps_what_the_relay_has_not_published(
     await server.start()
     try:
         assert f"the NATS relay to stream {target.stream} has not run for longer" in caplog.text
+        assert "the 5 events it has not published are kept" in caplog.text
         assert await forget_old_events(server.database, timedelta(0)) == 3
     finally:
         await server.stop(grace=1)

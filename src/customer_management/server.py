@@ -336,9 +336,10 @@ class Server:
         """Starts the relay, if any, and warns of a relay not run here for longer than the
         event retention (its unpublished events are kept, so the outbox grows)."""
         positions = await self.database.read(relays.positions)
+        latest = (await self.database.read(outbox.history)).latest
         relaying = {self.config.nats_stream} if self.relay is not None else set()
         retention = timedelta(hours=self.config.event_retention_hours)
-        warn_if_held_back(positions, relaying, retention)
+        warn_if_held_back(positions, relaying, latest, retention)
         if self.relay is not None:
             await self.health.set(RELAY, health_pb2.HealthCheckResponse.SERVING)
             await self.relay.start()

@@ -366,17 +366,20 @@ async def measure_lag(database: Database, stream: str, state: RelayState) -> Non
         await asyncio.sleep(MEASURE_EVERY)
 
 
-def warn_if_held_back(positions: list[Any], relaying: set[str], retention: timedelta) -> None:
-    """At start-up: a relay that is not running here and has events older than the
-    retention waiting keeps them from being pruned."""
+def warn_if_held_back(
+    positions: list[Any], relaying: set[str], latest: int, retention: timedelta
+) -> None:
+    """At start-up: a relay that is not running here, with events waiting since longer
+    than the retention (`latest` is the newest event), keeps them from being pruned."""
     now = datetime.now(UTC)
     for row in positions:
-        if row.stream not in relaying and now - row.relayed_time > retention:
+        if row.stream not in relaying and row.seq < latest and now - row.relayed_time > retention:
             log.warning(
                 "the NATS relay to stream %s has not run for longer than the event retention"
-                " (%s): the events it has not published are kept for it, and the outbox"
+                " (%s): the %d events it has not published are kept for it, and the outbox"
                 " grows until it runs again (start with --publish-nats) or its position is"
                 " removed (docs/relay.md)",
                 row.stream,
                 retention,
+                latest - row.seq,
             )
