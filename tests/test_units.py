@@ -22,10 +22,13 @@ from typing import Any
 
 import grpc
 import pytest
+from jetstream import count, new_target, remove
 from sqlalchemy import text
 from test_hub import Hook, call, gateway_config
 
 from conftest import postgres_database
+from customer_management.changes.cloud_events import ContentMode
+from customer_management.changes.relay import Relay, RelaySettings
 from customer_management.changes.retention import (
     forget_old_events,
     forget_old_history,
@@ -136,7 +139,7 @@ def every_unit_twice(monkeypatch: pytest.MonkeyPatch) -> Counter[tuple[str, Run]
 
 
 async def test_every_unit_kind_run_twice_gives_what_one_run_gives(
-    own_database: str, every_unit_twice: Counter[tuple[str, Run]]
+    own_database: str, nats_url: str, every_unit_twice: Counter[tuple[str, Run]]
 ) -> None:
     hook = Hook()
     await hook.start()
@@ -146,6 +149,7 @@ async def test_every_unit_kind_run_twice_gives_what_one_run_gives(
         async with grpc.aio.insecure_channel(f"127.0.0.1:{server.port}") as channel:
             stub = service_pb2_grpc.CustomerManagementServiceStub(channel)
             await exercise(server, stub, hook)
+            await relay_once(server, nats_url)
     finally:
         await server.stop(grace=1)
         await hook.stop()
@@ -154,6 +158,38 @@ async def test_every_unit_kind_run_twice_gives_what_one_run_gives(
     for kind in kinds:
         assert every_unit_twice[(kind, Run.TOGETHER)] >= 1, kind
         assert every_unit_twice[(kind, Run.ALONE)] == every_unit_twice[(kind, Run.TOGETHER)], kind
+
+
+async def relay_once(server: Server, nats_url: str) -> None:
+    """The NATS relay (in this process, on the server's database): its lease claimed and
+    renewed, its position saved once each time, and the lease released."""
+    target = new_target(nats_url)
+    relay = Relay(
+        server.database,
+        RelaySettings(
+            url=target.url,
+            stream=target.stream,
+            subject_prefix=target.prefix,
+            content_mode=ContentMode.JSON,
+            duplicate_window=120,
+            source="https://cm.example",
+        ),
+    )
+    latest = (await server.database.read(outbox.history)).latest
+    await relay.start()
+    try:
+        deadline = asyncio.get_running_loop().time() + 20
+        while await count(target) < latest:
+            assert asyncio.get_running_loop().time() < deadline
+            await asyncio.sleep(0.1)
+        await asyncio.sleep(0.5)  # quiet: the position is saved
+    finally:
+        await relay.stop()
+        await remove(target)
+    position = await server.database.read(
+        lambda session: session.execute(text("SELECT seq, lease_owner FROM event_relay")).one()
+    )
+    assert tuple(position) == (latest, None)
 
 
 async def exercise(server: Server, stub: Any, hook: Hook) -> None:
