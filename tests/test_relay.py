@@ -561,3 +561,16 @@ async def test_the_consumer_example_prints_every_event_once(
             second.kill()
             await second.wait()
         assert printed == [f"org.tmforum.tmf629.CustomerDeleteNotification {made[0].id} 4"]
+
+
+async def test_the_server_starts_its_relay_again_when_the_relay_dies(
+    own_database: str, target: Target
+) -> None:
+    async with relaying(own_database, target) as server, stub_of(server) as stub:
+        await stub.CreateCustomer(pb.CreateCustomerRequest(customer=Customer(name="before")))
+        await published(target, 1)
+        assert server.relay is not None and server.relay._process is not None
+        server.relay._process.kill()  # the relay's process dies; the server carries on
+        await stub.CreateCustomer(pb.CreateCustomerRequest(customer=Customer(name="after")))
+        found = await published(target, 2)
+    assert [m.envelope["data"]["name"] for m in found] == ["before", "after"]

@@ -109,26 +109,30 @@ class RelayProcess:
     async def _supervise(self) -> None:
         backoff = FIRST_BACKOFF
         while not self._stopping:
-            self._process = await asyncio.create_subprocess_exec(
-                sys.executable,
-                "-m",
-                ENTRY,
-                self._arguments,
-                stdin=asyncio.subprocess.PIPE,
-                stdout=asyncio.subprocess.PIPE,
-            )
-            assert self._process.stdout is not None
-            async for line in self._process.stdout:
-                reported = json.loads(line)
-                self.state.leader = reported["leader"]
-                self.state.connected = reported["connected"]
-                self.state.published = reported["published"]
-                backoff = FIRST_BACKOFF
-            code = await self._process.wait()
+            try:
+                self._process = await asyncio.create_subprocess_exec(
+                    sys.executable,
+                    "-m",
+                    ENTRY,
+                    self._arguments,
+                    stdin=asyncio.subprocess.PIPE,
+                    stdout=asyncio.subprocess.PIPE,
+                )
+                assert self._process.stdout is not None
+                async for line in self._process.stdout:
+                    with contextlib.suppress(ValueError, KeyError, TypeError):  # not a report
+                        reported = json.loads(line)
+                        self.state.leader = bool(reported["leader"])
+                        self.state.connected = bool(reported["connected"])
+                        self.state.published = int(reported["published"])
+                        backoff = FIRST_BACKOFF
+                code: int | str = await self._process.wait()
+            except Exception as error:  # it could not even start: try again
+                code = str(error) or type(error).__name__
             self.state.leader = self.state.connected = False
             if self._stopping:
                 return
-            log.warning("the relay's process exited (status %s); starting it again", code)
+            log.warning("the relay's process exited (%s); starting it again", code)
             await asyncio.sleep(backoff)
             backoff = min(backoff * 2, MAX_BACKOFF)
 
