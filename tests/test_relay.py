@@ -7,7 +7,6 @@ import asyncio
 import contextlib
 import os
 import sys
-import urllib.request
 from collections.abc import AsyncIterator
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
@@ -23,9 +22,9 @@ from google.protobuf.timestamp_pb2 import Timestamp
 from grpc_health.v1 import health_pb2, health_pb2_grpc
 from jetstream import Published, Target, messages, new_target, remove
 from nats.js.api import StreamConfig
-from prometheus_client.parser import text_string_to_metric_families
 from sqlalchemy import create_engine, text
 from test_operability import scrape
+from test_watch_events import own_server, stub_of
 
 from customer_management.changes.retention import forget_old_events
 from customer_management.changes.watching import token
@@ -59,24 +58,9 @@ async def target(nats_url: str) -> AsyncIterator[Target]:
     await remove(made)
 
 
-@contextlib.asynccontextmanager
-async def relaying(database_url: str, target: Target, **settings: Any) -> AsyncIterator[Server]:
-    server = Server(
-        Config(
-            port=0, database_url=database_url, base_url=BASE_URL, **target.settings(), **settings
-        )
-    )
-    await server.start()
-    try:
-        yield server
-    finally:
-        await server.stop(grace=1)
-
-
-@contextlib.asynccontextmanager
-async def stub_of(server: Server) -> AsyncIterator[Any]:
-    async with grpc.aio.insecure_channel(f"127.0.0.1:{server.port}") as channel:
-        yield service_pb2_grpc.CustomerManagementServiceStub(channel)
+def relaying(database_url: str, target: Target, **settings: Any) -> Any:
+    """A server of the test's own relaying to `target`."""
+    return own_server(database_url, base_url=BASE_URL, **target.settings(), **settings)
 
 
 async def every_kind_of_change(stub: Any) -> None:
@@ -219,7 +203,7 @@ async def test_the_protobuf_mode_carries_the_same_event_in_ce_headers(
 
 def outbox_events(database_url: str) -> list[tuple[int, str]]:
     """(seq, resource id) of every event in the outbox, in commit order."""
-    engine = create_engine(database_url.replace("postgresql+psycopg", "postgresql+psycopg"))
+    engine = create_engine(database_url)
     try:
         with engine.connect() as connection:
             rows = connection.execute(text("SELECT seq, resource_id FROM event ORDER BY seq"))
@@ -313,16 +297,7 @@ def leader_of(replicas: list[ServerProcess]) -> ServerProcess:
 
 
 def metric(replica: ServerProcess, name: str) -> float:
-    with urllib.request.urlopen(
-        f"http://127.0.0.1:{replica.metrics_port}/metrics", timeout=5
-    ) as answer:
-        text_ = answer.read().decode()
-    return next(
-        sample.value
-        for family in text_string_to_metric_families(text_)
-        for sample in family.samples
-        if sample.name == name
-    )
+    return scrape(replica.metrics_port)[(name, ())]  # type: ignore[attr-defined]
 
 
 async def test_one_replica_relays_and_another_takes_over_when_it_dies(
