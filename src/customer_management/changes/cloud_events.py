@@ -30,6 +30,8 @@ HISTORY_ATTRIBUTE = "tmf629history"
 """An extension attribute: the event history the id belongs to (ids restart with a new
 database), so that a consumer, and the relay itself, can tell events apart across them."""
 MSG_ID = "Nats-Msg-Id"
+HISTORY_HEADER = "Tmf629-History"
+"""`tmf629history` as a header in both modes, so the relay reads it without the body."""
 _FORMAT = JSONFormat()
 _RESOURCE = {
     "customer": "customer",
@@ -82,7 +84,7 @@ def message(
         "subject": resource.id,
         HISTORY_ATTRIBUTE: history_id,
     }
-    headers = {MSG_ID: event.event_id}
+    headers = {MSG_ID: event.event_id, HISTORY_HEADER: history_id}
     if mode is ContentMode.JSON:
         attributes["datacontenttype"] = "application/json"
         # Protobuf's JSON names are TMF's (a fixed decision), so this is TMF JSON.

@@ -40,10 +40,10 @@ from nats.js.errors import NotFoundError
 
 from customer_management.changes import cloud_events
 from customer_management.changes.cloud_events import ContentMode
+from customer_management.changes.watching import event_of
 from customer_management.domain.errors import DomainError
 from customer_management.store import outbox, relays
 from customer_management.store.database import Database
-from tmf629.v1.events_pb2 import Event
 
 log = logging.getLogger(__name__)
 LEASE = 5.0
@@ -64,7 +64,6 @@ POLL_EVERY = 1.0
 MEASURE_EVERY = 2.0
 STALE_AFTER = 30.0
 """An unrelayed event older than this makes the `relay` health NOT_SERVING on every replica."""
-HISTORY_HEADER = "Tmf629-History"
 
 
 @dataclass(frozen=True)
@@ -242,7 +241,7 @@ class Relay:
             headers = message.headers or {}
             published = headers.get(cloud_events.MSG_ID, "")
             if (
-                headers.get(HISTORY_HEADER) == self._acked.history_id
+                headers.get(cloud_events.HISTORY_HEADER) == self._acked.history_id
                 and published.isdigit()
                 and int(published) > self._acked.seq
             ):
@@ -286,16 +285,13 @@ class Relay:
                 raise LeaseLost()
             acks = []
             for stored in page.events:
-                event = Event.FromString(stored.body)
-                event.event_id = str(stored.seq)
                 built = cloud_events.message(
-                    event,
+                    event_of(stored),
                     prefix=self.settings.subject_prefix,
                     source=self.settings.source,
                     history_id=history_id,
                     mode=self.settings.content_mode,
                 )
-                built.headers[HISTORY_HEADER] = history_id
                 acks.append(
                     await stream.publish_async(
                         built.subject,

@@ -267,8 +267,7 @@ class Watching:
         changes it), so fan-out costs one parse per event, not one per watcher."""
         response = self._recent.get(stored.seq)
         if response is None:
-            event = Event.FromString(stored.body)
-            event.event_id = str(stored.seq)
+            event = event_of(stored)
             response = WatchEventsResponse(resume_token=self._token(stored.seq), event=event)
             self._recent[stored.seq] = response
             if len(self._recent) > RECENT:
@@ -277,6 +276,13 @@ class Watching:
 
     def _token(self, seq: int) -> str:
         return token(self.broker.history_id, seq)
+
+
+def event_of(stored: StoredEvent) -> Event:
+    """A stored event as WatchEvents (and the NATS relay) send it: its id is its seq."""
+    event = Event.FromString(stored.body)
+    event.event_id = str(stored.seq)
+    return event
 
 
 @dataclass(frozen=True)

@@ -6,7 +6,7 @@ from __future__ import annotations
 from dataclasses import dataclass
 from datetime import datetime
 
-from sqlalchemy import func, or_, select, update
+from sqlalchemy import case, func, or_, select, update
 from sqlalchemy.orm import Session
 
 from customer_management.store.models import EventHistory, EventRelay, EventRow
@@ -69,12 +69,7 @@ def advance(session: Session, stream: str, owner: str, seq: int, now: datetime) 
     held = session.execute(
         update(EventRelay)
         .where(EventRelay.stream == stream, EventRelay.lease_owner == owner)
-        .values(
-            seq=func.greatest(EventRelay.seq, seq)
-            if _pg(session)
-            else func.max(EventRelay.seq, seq),
-            relayed_time=now,
-        )
+        .values(seq=case((EventRelay.seq < seq, seq), else_=EventRelay.seq), relayed_time=now)
     )
     return bool(held.rowcount)  # type: ignore[attr-defined]
 
@@ -106,7 +101,3 @@ def lag(session: Session, stream: str) -> Lag | None:
         select(func.count(), func.min(EventRow.event_time)).where(EventRow.seq > seq)
     ).one()
     return Lag(int(behind[0]), behind[1])
-
-
-def _pg(session: Session) -> bool:
-    return session.get_bind().dialect.name == "postgresql"
