@@ -549,3 +549,59 @@ async def test_the_server_starts_its_relay_again_when_the_relay_dies(
         await stub.CreateCustomer(pb.CreateCustomerRequest(customer=Customer(name="after")))
         found = await published(target, 2)
     assert [m.envelope["data"]["name"] for m in found] == ["before", "after"]
+
+
+def relay_position(database_url: str) -> int:
+    """The last event the relay saved as acknowledged."""
+    engine = create_engine(database_url)
+    try:
+        with engine.connect() as connection:
+            return int(connection.execute(text("SELECT seq FROM event_relay")).scalar_one())
+    finally:
+        engine.dispose()
+
+
+async def test_an_event_the_stream_refuses_is_published_later_never_skipped(
+    own_database: str, target: Target
+) -> None:
+    # A stream that takes no message over 2 kB: the second of three changes (a 4,000
+    # character description) is refused while the third is taken. Its duplicate window
+    # is 1 s, so a republish of the third would not be dropped.
+    async with jetstream.connect(target.url) as stream:
+        await stream.add_stream(
+            StreamConfig(
+                name=target.stream,
+                subjects=[f"{target.prefix}.>"],
+                max_msg_size=2048,
+                duplicate_window=1,
+            )
+        )
+    async with own_stub(own_database) as stub:
+        for name, description in (("small", ""), ("big", "x" * 4000), ("after", "")):
+            await stub.CreateCustomer(
+                pb.CreateCustomerRequest(customer=Customer(name=name, description=description))
+            )
+    async with relaying(own_database, target):
+        found = await published(target, 2)
+        # Beyond the relay's 10 s wait for an acknowledgement, and its reconnection: the
+        # refused event is tried again, never skipped for the later one the stream holds.
+        await asyncio.sleep(13)
+        assert await asyncio.to_thread(relay_position, own_database) == 1
+    assert [m.event_id for m in found] == [1, 3]
+    # A relay taking over does not skip it either.
+    async with relaying(own_database, target):
+        await asyncio.sleep(3)
+        assert await asyncio.to_thread(relay_position, own_database) == 1
+        async with jetstream.connect(target.url) as stream:
+            config = (await stream.stream_info(target.stream)).config
+            config.max_msg_size = -1
+            await stream.update_stream(config)
+        found = await published(target, 3, within=30)
+
+        async def relayed() -> bool:
+            return await asyncio.to_thread(relay_position, own_database) == 3
+
+        await until(relayed, 10, "the relay's position never reached the last event")
+        found = await messages(target)
+    assert [m.event_id for m in found] == [1, 3, 2]  # each once
+    assert [m.envelope["data"]["name"] for m in found] == ["small", "after", "big"]

@@ -8,8 +8,10 @@ Exactly once into the stream:
   moves only after the acknowledgement;
 - every message carries `Nats-Msg-Id` = event id, so JetStream drops a republish of the
   events acknowledged after the last save (within the stream's duplicate window);
-- on taking over, the relay reads the stream's last message and goes on after it when
-  it is one of ours, so a republish after a long outage never relies on that window.
+- on taking over, the relay reads back from the stream's end the events of ours it
+  already holds after the saved position, and goes on after the last of them that
+  follows the position with no gap, so a republish after a long outage never relies on
+  that window, and an event the stream refused is never skipped for a later one it took.
 
 One relay among replicas: the relay is leased to one replica at a time (renewed every
 second, LEASE seconds long), and only the holder publishes or moves the position; when
@@ -26,6 +28,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import functools
+import itertools
 import logging
 import random
 import uuid
@@ -36,7 +39,7 @@ from typing import Any
 import nats
 from nats.js import JetStreamContext
 from nats.js.api import StreamConfig
-from nats.js.errors import NotFoundError
+from nats.js.errors import APIError, NotFoundError
 
 from customer_management.changes import cloud_events
 from customer_management.changes.cloud_events import ContentMode
@@ -44,6 +47,7 @@ from customer_management.changes.watching import event_of
 from customer_management.domain.errors import DomainError
 from customer_management.store import outbox, relays
 from customer_management.store.database import Database
+from customer_management.store.outbox import StoredEvent
 
 log = logging.getLogger(__name__)
 LEASE = 5.0
@@ -59,6 +63,8 @@ FIRST_BACKOFF = 0.5
 MAX_BACKOFF = 30.0
 LINGER = 0.005
 """Seconds a woken relay waits before it reads, for the commits right behind."""
+CATCH_UP_LIMIT = 10_000
+"""Messages at most read back from the stream's end on taking over."""
 POLL_EVERY = 1.0
 """Seconds between outbox reads when no commit has woken the relay (a lost wake-up)."""
 MEASURE_EVERY = 2.0
@@ -100,6 +106,10 @@ class LeaseLost(Exception):
     pass
 
 
+class NotAcknowledged(Exception):
+    """JetStream did not acknowledge an event: the relay publishes again from it."""
+
+
 class Relay:
     def __init__(self, database: Database, settings: RelaySettings) -> None:
         self.database = database
@@ -112,6 +122,9 @@ class Relay:
         """Loop time until which the lease is surely ours (renewed with a margin)."""
         self._tasks: list[asyncio.Task[None]] = []
         self._acked: relays.Position | None = None
+        self._ahead: set[int] = set()
+        """Events after the position that the stream holds already (acknowledged while
+        an earlier one was not): not published again."""
 
     async def start(self) -> None:
         self._tasks = [asyncio.create_task(self._lead())]
@@ -179,6 +192,7 @@ class Relay:
         backoff and goes on from the last acknowledged event."""
         backoff = FIRST_BACKOFF
         failing = False
+        taking_over = True  # until the first set-up: later ones go on from our own acks
         while True:
             connection: Any = None
             try:
@@ -192,6 +206,9 @@ class Relay:
                 )
                 stream = connection.jetstream(timeout=ACK_TIMEOUT)
                 await self._set_up(stream)
+                if taking_over:
+                    await self._catch_up(stream)
+                    taking_over = False
                 if failing:
                     log.warning("NATS answers again: relaying resumes")
                 failing, backoff = False, FIRST_BACKOFF
@@ -218,13 +235,12 @@ class Relay:
             backoff = min(backoff * 2, MAX_BACKOFF)
 
     async def _set_up(self, stream: JetStreamContext) -> None:
-        """Creates the stream if missing (else uses it as it is) and goes on after its
-        last message when that is one of ours, further than the saved position."""
+        """Creates the stream if missing, else uses it as it is."""
         name = self.settings.stream
         try:
-            info = await stream.stream_info(name)
+            await stream.stream_info(name)
         except NotFoundError:
-            info = await stream.add_stream(
+            await stream.add_stream(
                 StreamConfig(
                     name=name,
                     subjects=[f"{self.settings.subject_prefix}.>"],
@@ -232,20 +248,47 @@ class Relay:
                 )
             )
             log.info("created NATS stream %s for %s.>", name, self.settings.subject_prefix)
+
+    async def _catch_up(self, stream: JetStreamContext) -> None:
+        """On taking over, moves the position past the events a relay that died before
+        saving had already published: those the stream holds after the position, read
+        back from its end, as far as they follow the position with no gap. An event the
+        stream refused while it took later ones stays to be published again."""
         assert self._acked is not None
-        last = info.state.last_seq
-        if not last:
-            return
-        with contextlib.suppress(NotFoundError):
-            message = await stream.get_msg(name, seq=last)
+        acked = self._acked
+        name = self.settings.stream
+        info = await stream.stream_info(name)
+        held: set[int] = set()
+        seq, read = info.state.last_seq, 0
+        while seq >= max(1, info.state.first_seq) and read < CATCH_UP_LIMIT:
+            try:
+                message = await stream.get_msg(name, seq=seq)
+            except NotFoundError:  # deleted from the stream
+                seq -= 1
+                continue
+            seq, read = seq - 1, read + 1
             headers = message.headers or {}
+            history = headers.get(cloud_events.HISTORY_HEADER)
             published = headers.get(cloud_events.MSG_ID, "")
-            if (
-                headers.get(cloud_events.HISTORY_HEADER) == self._acked.history_id
-                and published.isdigit()
-                and int(published) > self._acked.seq
-            ):
-                self._acked = relays.Position(self._acked.history_id, int(published))
+            if history is None or not published.isdigit():
+                continue  # not the relay's
+            if history != acked.history_id or int(published) <= acked.seq:
+                break  # the saved position, or an older database's events: no further
+            held.add(int(published))
+        position = acked.seq
+        while held:
+            page = await self.database.read(
+                functools.partial(outbox.after, seq=position, limit=MAX_BATCH)
+            )
+            follow = list(itertools.takewhile(lambda stored: stored.seq in held, page.events))
+            if follow:
+                position = follow[-1].seq
+            if not page.events or len(follow) < len(page.events):
+                break
+        self._ahead = {seq for seq in held if seq > position}
+        if position > acked.seq:
+            log.info("NATS stream %s already holds events up to %d", name, position)
+            self._acked = relays.Position(acked.history_id, position)
 
     async def _publish(self, stream: JetStreamContext) -> None:
         """Publishes the outbox's events after the position, batch by batch, each batch
@@ -283,30 +326,63 @@ class Relay:
                 continue
             if loop.time() > self._held_until:
                 raise LeaseLost()
-            acks = []
-            for stored in page.events:
-                built = cloud_events.message(
-                    event_of(stored),
-                    prefix=self.settings.subject_prefix,
-                    source=self.settings.source,
-                    history_id=history_id,
-                    mode=self.settings.content_mode,
-                )
-                acks.append(
-                    await stream.publish_async(
-                        built.subject,
-                        built.body,
-                        headers=built.headers,
-                        stream=self.settings.stream,
-                    )
-                )
-            await asyncio.wait_for(asyncio.gather(*acks), ACK_TIMEOUT)
-            self._acked = relays.Position(history_id, page.events[-1].seq)
-            self.state.published += len(page.events)
-            unsaved = True
+            taken, failure = await self._publish_batch(stream, page.events, history_id)
+            if taken:
+                self._acked = relays.Position(history_id, page.events[taken - 1].seq)
+                self.state.published += taken
+                unsaved = True
+            if failure is not None:
+                raise NotAcknowledged(failure)
             if loop.time() - saved_at >= SAVE_EVERY:
                 await self._save()
                 saved_at, unsaved = loop.time(), False
+
+    async def _publish_batch(
+        self, stream: JetStreamContext, events: list[StoredEvent], history_id: str
+    ) -> tuple[int, str | None]:
+        """Publishes a page of events, skipping those the stream already holds, and
+        waits for their acknowledgements. Returns how many of the first events the stream
+        now holds, with no gap, and why the next one is not (None when all are): it is
+        published again, and the acknowledged ones after it are remembered (`_ahead`) so
+        that they are not, whatever the duplicate window."""
+        acks: dict[int, asyncio.Future[Any]] = {}
+        for stored in events:
+            if stored.seq in self._ahead:
+                continue
+            built = cloud_events.message(
+                event_of(stored),
+                prefix=self.settings.subject_prefix,
+                source=self.settings.source,
+                history_id=history_id,
+                mode=self.settings.content_mode,
+            )
+            acks[stored.seq] = await stream.publish_async(
+                built.subject, built.body, headers=built.headers, stream=self.settings.stream
+            )
+        if acks:
+            # nats-py 2.16 leaves a refused publish's future unanswered (its refusal goes
+            # to error_cb, nats-io/nats.py#985): the wait then ends at ACK_TIMEOUT.
+            await asyncio.wait(acks.values(), timeout=ACK_TIMEOUT)
+
+        def held(seq: int) -> bool:
+            ack = acks.get(seq)
+            if ack is None:
+                return seq in self._ahead
+            return ack.done() and not ack.cancelled() and ack.exception() is None
+
+        taken = sum(1 for _ in itertools.takewhile(lambda stored: held(stored.seq), events))
+        failure = None
+        if taken < len(events):
+            ack = acks[events[taken].seq]
+            why = ack.exception() if ack.done() and not ack.cancelled() else "no answer in time"
+            failure = f"event {events[taken].seq} was not acknowledged ({why})"
+            self._ahead.update(stored.seq for stored in events[taken + 1 :] if held(stored.seq))
+            for ack in acks.values():
+                ack.cancel()  # a late acknowledgement is not waited for
+        if taken:
+            last = events[taken - 1].seq
+            self._ahead = {seq for seq in self._ahead if seq > last}
+        return taken, failure
 
     async def _save(self) -> None:
         acked = self._acked
@@ -323,7 +399,10 @@ class Relay:
 
 
 async def _quiet(error: Exception) -> None:
-    log.debug("NATS: %s", error)
+    if isinstance(error, APIError):  # JetStream refused a message: the operator must know
+        log.warning("NATS JetStream: %s", error)
+    else:  # connection trouble, which the relay reports once per outage
+        log.debug("NATS: %s", error)
 
 
 async def _quiet_closed() -> None:
