@@ -26,6 +26,7 @@ from sqlalchemy import create_engine, text
 from test_operability import scrape
 from test_watch_events import own_server, stub_of
 
+from customer_management.changes.relay import MEASURE_EVERY, STALE_AFTER
 from customer_management.changes.retention import forget_old_events
 from customer_management.changes.watching import token
 from customer_management.config import Config
@@ -581,6 +582,8 @@ async def test_an_event_the_stream_refuses_is_published_later_never_skipped(
             await stub.CreateCustomer(
                 pb.CreateCustomerRequest(customer=Customer(name=name, description=description))
             )
+    loop = asyncio.get_running_loop()
+    committed = loop.time()
     async with relaying(own_database, target):
         found = await published(target, 2)
         # Beyond the relay's 10 s wait for an acknowledgement, and its reconnection: the
@@ -588,10 +591,20 @@ async def test_an_event_the_stream_refuses_is_published_later_never_skipped(
         await asyncio.sleep(13)
         assert await asyncio.to_thread(relay_position, own_database) == 1
     assert [m.event_id for m in found] == [1, 3]
-    # A relay taking over does not skip it either.
-    async with relaying(own_database, target):
+    # A relay taking over does not skip it either, and its health says it is held up
+    # once the event is 30 s late.
+    async with relaying(own_database, target, health_interval=0.1) as server:
         await asyncio.sleep(3)
         assert await asyncio.to_thread(relay_position, own_database) == 1
+
+        # Late by 30 s (and one measurement more): NOT_SERVING throughout a whole retry
+        # (10 s), not only while it reconnects.
+        await asyncio.sleep(max(0.0, committed + STALE_AFTER + MEASURE_EVERY + 1 - loop.time()))
+        statuses = set()
+        for _ in range(110):
+            statuses.add(await health_of(server, "relay"))
+            await asyncio.sleep(0.1)
+        assert statuses == {health_pb2.HealthCheckResponse.NOT_SERVING}
         async with jetstream.connect(target.url) as stream:
             config = (await stream.stream_info(target.stream)).config
             config.max_msg_size = -1
@@ -602,6 +615,11 @@ async def test_an_event_the_stream_refuses_is_published_later_never_skipped(
             return await asyncio.to_thread(relay_position, own_database) == 3
 
         await until(relayed, 10, "the relay's position never reached the last event")
+
+        async def serving() -> bool:
+            return await health_of(server, "relay") == health_pb2.HealthCheckResponse.SERVING
+
+        await until(serving, 10, "the relay health never came back")
         found = await messages(target)
     assert [m.event_id for m in found] == [1, 3, 2]  # each once
     assert [m.envelope["data"]["name"] for m in found] == ["small", "after", "big"]

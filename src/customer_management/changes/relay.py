@@ -97,9 +97,10 @@ class RelayState:
 
     @property
     def healthy(self) -> bool:
-        if self.leader:
-            return self.connected
-        return self.lag_events == 0 or self.oldest_age < STALE_AFTER
+        # Late events are unhealthy on every replica, the relaying one too: connected
+        # as it is, it may be held at an event the stream refuses.
+        late = self.lag_events > 0 and self.oldest_age >= STALE_AFTER
+        return not late and (self.connected or not self.leader)
 
 
 class LeaseLost(Exception):
