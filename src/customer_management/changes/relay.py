@@ -38,7 +38,7 @@ from typing import Any
 
 import nats
 from nats.js import JetStreamContext
-from nats.js.api import StreamConfig
+from nats.js.api import StreamConfig, StreamInfo
 from nats.js.errors import APIError, NotFoundError
 
 from customer_management.changes import cloud_events
@@ -206,9 +206,9 @@ class Relay:
                     disconnected_cb=_quiet_closed,
                 )
                 stream = connection.jetstream(timeout=ACK_TIMEOUT)
-                await self._set_up(stream)
+                info = await self._set_up(stream)
                 if taking_over:
-                    await self._catch_up(stream)
+                    await self._catch_up(stream, info)
                     taking_over = False
                 if failing:
                     log.warning("NATS answers again: relaying resumes")
@@ -235,13 +235,13 @@ class Relay:
             await asyncio.sleep(backoff * random.uniform(0.8, 1.2))
             backoff = min(backoff * 2, MAX_BACKOFF)
 
-    async def _set_up(self, stream: JetStreamContext) -> None:
+    async def _set_up(self, stream: JetStreamContext) -> StreamInfo:
         """Creates the stream if missing, else uses it as it is."""
         name = self.settings.stream
         try:
-            await stream.stream_info(name)
+            return await stream.stream_info(name)
         except NotFoundError:
-            await stream.add_stream(
+            info = await stream.add_stream(
                 StreamConfig(
                     name=name,
                     subjects=[f"{self.settings.subject_prefix}.>"],
@@ -249,16 +249,16 @@ class Relay:
                 )
             )
             log.info("created NATS stream %s for %s.>", name, self.settings.subject_prefix)
+            return info
 
-    async def _catch_up(self, stream: JetStreamContext) -> None:
-        """On taking over, moves the position past the events a relay that died before
-        saving had already published: those the stream holds after the position, read
-        back from its end, as far as they follow the position with no gap. An event the
-        stream refused while it took later ones stays to be published again."""
+    async def _catch_up(self, stream: JetStreamContext, info: StreamInfo) -> None:
+        """On taking over: the events after the position that a relay which died before
+        saving had already published, read back from the stream's end, are not published
+        again (`_ahead`); the position moves through them as far as they follow it with
+        no gap, so an event the stream refused while it took later ones is published."""
         assert self._acked is not None
         acked = self._acked
         name = self.settings.stream
-        info = await stream.stream_info(name)
         held: set[int] = set()
         seq, read = info.state.last_seq, 0
         while seq >= max(1, info.state.first_seq) and read < CATCH_UP_LIMIT:
@@ -276,20 +276,9 @@ class Relay:
             if history != acked.history_id or int(published) <= acked.seq:
                 break  # the saved position, or an older database's events: no further
             held.add(int(published))
-        position = acked.seq
-        while held:
-            page = await self.database.read(
-                functools.partial(outbox.after, seq=position, limit=MAX_BATCH)
-            )
-            follow = list(itertools.takewhile(lambda stored: stored.seq in held, page.events))
-            if follow:
-                position = follow[-1].seq
-            if not page.events or len(follow) < len(page.events):
-                break
-        self._ahead = {seq for seq in held if seq > position}
-        if position > acked.seq:
-            log.info("NATS stream %s already holds events up to %d", name, position)
-            self._acked = relays.Position(acked.history_id, position)
+        self._ahead = held
+        if held:
+            log.info("NATS stream %s already holds %d events after %d", name, len(held), acked.seq)
 
     async def _publish(self, stream: JetStreamContext) -> None:
         """Publishes the outbox's events after the position, batch by batch, each batch
@@ -366,10 +355,8 @@ class Relay:
             await asyncio.wait(acks.values(), timeout=ACK_TIMEOUT)
 
         def held(seq: int) -> bool:
-            ack = acks.get(seq)
-            if ack is None:
-                return seq in self._ahead
-            return ack.done() and not ack.cancelled() and ack.exception() is None
+            ack = acks.get(seq)  # none: in `_ahead`, held already
+            return ack is None or (ack.done() and not ack.cancelled() and ack.exception() is None)
 
         taken = sum(1 for _ in itertools.takewhile(lambda stored: held(stored.seq), events))
         failure = None
