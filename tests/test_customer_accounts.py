@@ -113,15 +113,16 @@ async def test_money_beyond_exact_range_is_rejected(stub) -> None:
 
 
 async def test_pin_is_write_only_and_hashed(stub, sql) -> None:
-    created = await create(stub, name="a", account_type="x", pin="1234")
+    # Twelve digits: a PIN this long cannot turn up by chance in a hash or a timestamp.
+    created = await create(stub, name="a", account_type="x", pin="582039174605")
     assert created.pin == ""
     got = await stub.GetCustomerAccount(pb.GetCustomerAccountRequest(id=created.id))
     assert got.pin == ""
     [(pin_hash, body)] = sql(
         "SELECT pin_hash, body FROM customer_account WHERE id = :id", id=created.id
     )
-    assert pin_hash.startswith("scrypt$") and "1234" not in pin_hash
-    assert b"1234" not in bytes(body)
+    assert pin_hash.startswith("scrypt$") and "582039174605" not in pin_hash
+    assert b"582039174605" not in bytes(body)
     # An update that does not mention the PIN keeps it; `*` keeps it too.
     await stub.UpdateCustomerAccount(
         pb.UpdateCustomerAccountRequest(
