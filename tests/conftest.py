@@ -11,6 +11,7 @@ import threading
 import uuid
 from collections.abc import AsyncIterator, Generator, Iterator
 from pathlib import Path
+from typing import Any
 
 import grpc
 import psycopg
@@ -53,7 +54,31 @@ def _print_tasks(nodeid: str) -> None:
     for loop in loops:
         if loop.is_running():
             for task in list(asyncio.all_tasks(loop)):
-                task.print_stack(limit=12, file=sys.stderr)
+                print(f"{task!r}", file=sys.stderr)
+                _print_awaits(task.get_coro())
+
+
+def _print_awaits(coro: Any) -> None:
+    """Each coroutine down the await chain, with its line: the innermost await is where
+    the task is held. (Not task.print_stack: it shows only the outermost frame, and its
+    linecache look-up fails on a compiled frame without a line number, which is how
+    the report that was to name a CI hang printed nothing.)"""
+    for _ in range(30):
+        frame = getattr(coro, "cr_frame", None) or getattr(coro, "ag_frame", None)
+        if frame is None:
+            frame = getattr(coro, "gi_frame", None)
+        if frame is None:
+            print(f"  {coro!r}", file=sys.stderr)
+            return
+        code = frame.f_code
+        print(f"  {code.co_filename}:{frame.f_lineno} in {code.co_name}", file=sys.stderr)
+        coro = (
+            getattr(coro, "cr_await", None)
+            or getattr(coro, "ag_await", None)
+            or getattr(coro, "gi_yieldfrom", None)
+        )
+        if coro is None:
+            return
 
 
 def postgres_database() -> Iterator[str]:
